@@ -1,0 +1,151 @@
+"""The toy-shapes model's parts, built from scratch: tokenizer, text encoder, UNet, VAE, scheduler.
+
+Same families as ModelScope text-to-video (CLIP tokenizer + CLIP text encoder, a 3-D UNet over
+`[B, C, F, h, w]` latents, the SD-style `AutoencoderKL`, a DDIM scheduler with ModelScope's betas),
+only tiny. One difference, on purpose: the UNet is diffusers' `UNetMotionModel` (AnimateDiff's
+layout: a 2-D UNet with temporal "motion modules" that carry sinusoidal frame positions) instead of
+`UNet3DConditionModel`, whose temporal attention has no frame positions, so a small model trained
+on a CPU could not tell "moving right" from "moving left" (which is the same clip played backwards).
+See `t2v_nb/toy/README.md` for the measurements behind this choice.
+
+The tokenizer keeps CLIP's byte-level BPE but only the merges that the toy's words need, so those
+words get exactly the token ids' *strings* the full CLIP tokenizer gives, while any other text still
+tokenizes (into smaller pieces) instead of failing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import re
+
+from . import data
+
+# Every word the captions use.
+CAPTION_WORDS = sorted(
+    {w for t in data.TEMPLATES for w in t.replace("{color}", "").replace("{shape}", "").replace("{direction}", "").split()}
+    | set(data.COLORS) | set(data.SHAPES) | set(data.DIRECTIONS)
+)
+
+TEXT_ENCODER_CONFIG = dict(
+    hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+    max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=64,
+)
+VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, latent_channels=4, sample_size=64, layers_per_block=1, norm_num_groups=8,
+    block_out_channels=(16, 32, 64, 64),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+)
+UNET_CONFIG = dict(
+    sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+    cross_attention_dim=64, num_attention_heads=4, norm_num_groups=16,
+    motion_num_attention_heads=4, motion_max_seq_length=32,
+    down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
+    up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"),
+)
+# ModelScope's scheduler settings (scaled-linear betas, epsilon prediction).
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """CLIP/GPT-2's reversible map from the 256 byte values to printable unicode characters."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    mapping, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            mapping[b] = chr(b)
+        else:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    # CLIP's vocabulary lists the printable bytes first, then the remapped ones, in that order.
+    order = printable + [b for b in range(256) if b not in printable]
+    return {b: mapping[b] for b in order}
+
+
+def clip_bpe_file() -> str:
+    """Path of CLIP's BPE merges file as shipped in the `open_clip_torch` wheel (found, not imported)."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("Building the toy tokenizer needs CLIP's merges file from the open_clip_torch wheel: "
+                          "pip install --no-deps open_clip_torch")
+    return os.path.join(spec.submodule_search_locations[0], "bpe_simple_vocab_16e6.txt.gz")
+
+
+def _merges_for(words: list[str], ranks: dict[tuple[str, str], int]) -> set[tuple[str, str]]:
+    """The merges CLIP's BPE applies to spell each word."""
+    used = set()
+    for word in words:
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(symbols) > 1:
+            pairs = {(a, b) for a, b in zip(symbols, symbols[1:])}
+            best = min(pairs, key=lambda p: ranks.get(p, float("inf")))
+            if best not in ranks:
+                break
+            used.add(best)
+            merged, i = [], 0
+            while i < len(symbols):
+                if i < len(symbols) - 1 and (symbols[i], symbols[i + 1]) == best:
+                    merged.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    merged.append(symbols[i])
+                    i += 1
+            symbols = merged
+    return used
+
+
+def build_tokenizer(words: list[str] = CAPTION_WORDS, bpe_path: str | None = None):
+    """A CLIPTokenizer with the 512 byte tokens, the CLIP merges `words` need, and the two specials."""
+    from transformers import CLIPTokenizer
+
+    with gzip.open(bpe_path or clip_bpe_file(), "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")[1:49152 - 256 - 2 + 1]  # the file's header line, then CLIP's merges
+    all_merges = [tuple(line.split()) for line in lines]
+    ranks = {m: i for i, m in enumerate(all_merges)}
+    words = [w.lower() for w in words if re.fullmatch(r"[a-z]+", w.lower())]
+    used = _merges_for(words, ranks)
+    merges = [m for m in all_merges if m in used]  # CLIP's order = merge priority
+
+    symbols = list(_bytes_to_unicode().values())
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    tok = CLIPTokenizer(vocab=vocab, merges=list(merges))
+    tok.model_max_length = TEXT_ENCODER_CONFIG["max_position_embeddings"]
+    return tok
+
+
+def build_text_encoder(vocab_size: int, seed: int = 0):
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(vocab_size=vocab_size, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+                            pad_token_id=vocab_size - 1, **TEXT_ENCODER_CONFIG)
+    return CLIPTextModel(config)
+
+
+def build_vae(seed: int = 0):
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(**VAE_CONFIG)
+
+
+def build_unet(seed: int = 0):
+    import torch
+    from diffusers import UNetMotionModel
+
+    torch.manual_seed(seed)
+    return UNetMotionModel(**UNET_CONFIG)
+
+
+def build_scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(**SCHEDULER_CONFIG)

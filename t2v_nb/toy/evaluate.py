@@ -1,0 +1,260 @@
+"""Score a text-to-video generator on the moving-shapes task, from the pixels alone.
+
+For every caption "a {color} {shape} moving {direction}" the generator makes a video, and `detect`
+reads three things back out of it, with no model involved:
+
+* colour: the nearest reference colour in `data.COLORS` to the foreground's chromaticity
+  (RGB divided by its largest channel, so the renderer's random shade does not matter);
+* shape: from the foreground mask in each frame, its fill ratio in its bounding box (circle ~0.79,
+  square ~1, triangle ~0.5) and its taper (width of the top rows over width of the bottom rows);
+* direction: from a least-squares line through the mask's centroid over frames; the axis that moved
+  most and its sign ("up" is negative y, as image rows grow downwards).
+
+The foreground is the largest connected blob of pixels far from the background colour, which is the
+median of each frame's border. An attribute is None when it cannot be read: no blob in at least half
+the frames (blank or noisy video), or, for direction, a displacement under `MIN_DISPLACEMENT` pixels.
+
+`evaluate` scores a generator over clips and seeds and reports per-attribute and joint accuracy for
+the combinations seen in training and for the held-out ones:
+
+    >>> from t2v_nb.toy import data, evaluate
+    >>> report = evaluate.evaluate(lambda prompt, seed: data.render(data.parse_caption(prompt), seed),
+    ...                            progress=False)
+    >>> report.accuracy["held_out"]["joint"]
+    1.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from t2v_nb.toy import data
+
+__all__ = ["Detection", "Sample", "Report", "detect", "evaluate", "MIN_DISPLACEMENT"]
+
+MIN_DISPLACEMENT = 3.0  # pixels the centroid must travel over the clip to count as motion
+MIN_CONTRAST = 0.08  # smallest RGB distance from the background that can count as foreground
+ATTRIBUTES = ("color", "shape", "direction")
+_NAMES = list(data.COLORS)
+_REF_CHROMA = np.array([np.array(c) / max(c) for c in data.COLORS.values()])  # [5, 3]
+
+
+@dataclasses.dataclass
+class Detection:
+    """What `detect` read from a video. Attributes are None when they could not be read.
+
+    Attributes:
+        color: Name from `data.COLORS`, or None.
+        shape: Name from `data.SHAPES`, or None.
+        direction: Name from `data.DIRECTIONS`, or None.
+        displacement: Centroid travel (dx, dy) in pixels over the clip, from a least-squares fit.
+        fill: Median fill ratio of the blob in its bounding box.
+        taper: Median narrow-end / wide-end width ratio of the blob (triangle ~0.2, others ~1).
+        rgb: Median RGB of the blob's core.
+        foreground: Mean fraction of the frame covered by the blob.
+        frames: Number of frames in which a blob was found.
+    """
+
+    color: str | None
+    shape: str | None
+    direction: str | None
+    displacement: tuple[float, float] | None = None
+    fill: float | None = None
+    taper: float | None = None
+    rgb: tuple[float, float, float] | None = None
+    foreground: float = 0.0
+    frames: int = 0
+
+
+def _as_video(video: np.ndarray) -> np.ndarray:
+    """Checks the shape and converts to float32 in [0, 1]. [F, H, W, 3]."""
+    video = np.asarray(video)
+    if video.ndim != 4 or video.shape[-1] != 3 or min(video.shape) == 0:
+        raise ValueError(f"Expected a video of shape [F, H, W, 3], got shape {video.shape}.")
+    if video.dtype == np.uint8:
+        return video.astype(np.float32) / 255.0
+    return np.clip(video.astype(np.float32), 0.0, 1.0)
+
+
+def _box3(video: np.ndarray) -> np.ndarray:
+    """3x3 box blur of each frame, edges repeated. [F, H, W, C] -> [F, H, W, C]."""
+    h, w = video.shape[1:3]
+    pad = np.pad(video, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    return sum(pad[:, i:i + h, j:j + w] for i in range(3) for j in range(3)) / 9.0
+
+
+def _largest_blobs(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of each frame's mask. [F, H, W] bool -> [F, H, W] bool."""
+    f, h, w = mask.shape
+    n = mask.size
+    labels = np.where(mask, np.arange(n).reshape(mask.shape), n)  # label = smallest index in blob
+    while True:
+        new = labels.copy()
+        for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):
+            src = labels[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
+            dst = new[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+            np.minimum(dst, src, out=dst)
+        new[~mask] = n
+        flat = np.append(new.ravel(), n)
+        new = flat[flat[new]]  # pointer jumping: a label's own label is in the same blob
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    counts = np.bincount(labels[mask], minlength=n + 1)[:n].reshape(f, h * w)
+    best = counts.argmax(axis=1) + np.arange(f) * h * w  # [F]
+    return mask & (labels == best[:, None, None])
+
+
+def _geometry(blob: np.ndarray) -> tuple[float, float, float, float]:
+    """Centroid x, centroid y, fill ratio and taper of one frame's blob. [H, W] bool."""
+    ys, xs = np.nonzero(blob)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    box = blob[y0:y1, x0:x1]
+    fill = box.sum() / box.size
+    taper = 1.0
+    for widths in (box.sum(axis=1), box.sum(axis=0)):  # row widths, then column heights
+        q = max(1, len(widths) // 4)
+        ends = sorted([widths[:q].mean(), widths[-q:].mean()])
+        taper = min(taper, ends[0] / max(ends[1], 1e-6))
+    return float(xs.mean()), float(ys.mean()), float(fill), float(taper)
+
+
+def _classify_shape(fill: float, taper: float) -> str:
+    """Shape name from the median fill ratio and taper of the blob."""
+    if taper < 0.55 or fill < 0.64:
+        return "triangle"
+    return "circle" if fill < 0.89 else "square"
+
+
+def detect(video: np.ndarray, min_displacement: float = MIN_DISPLACEMENT) -> Detection:
+    """Reads the colour, shape and direction of motion of the one shape in a video.
+
+    Args:
+        video: [F, H, W, 3], float in [0, 1] (values outside are clipped) or uint8 in [0, 255].
+        min_displacement: Pixels the shape must travel over the clip for a direction to be read.
+
+    Returns:
+        The detection; attributes that cannot be read are None.
+
+    Raises:
+        ValueError: If `video` is not shaped [F, H, W, 3].
+    """
+    video = _as_video(video)
+    f, h, w, _ = video.shape
+    smooth = _box3(video)  # the mask is drawn on a lightly smoothed copy, so noise gives clean edges
+    border = np.concatenate([smooth[:, 0], smooth[:, -1], smooth[:, 1:-1, 0], smooth[:, 1:-1, -1]], axis=1)
+    background = np.median(border, axis=1)  # [F, 3]
+    dist = np.linalg.norm(smooth - background[:, None, None], axis=-1)  # [F, H, W]
+    border_dist = np.linalg.norm(border - background[:, None], axis=-1)  # [F, B]
+    noise = np.median(border_dist, axis=1) / 1.54  # per-channel sigma, if the noise is Gaussian
+    level = np.percentile(dist.reshape(f, -1), 99.5, axis=1)  # contrast of the brightest blob
+    threshold = np.maximum(np.maximum(0.5 * level, 4.0 * noise), MIN_CONTRAST)  # [F]
+    blobs = _largest_blobs(dist > threshold[:, None, None])
+    area = blobs.sum(axis=(1, 2))
+    valid = (area >= max(6, 0.002 * h * w)) & (area <= 0.4 * h * w)  # [F]
+    needed = max(1, math.ceil(f / 2))
+    if valid.sum() < needed:
+        return Detection(None, None, None, foreground=float(area.mean() / (h * w)), frames=int(valid.sum()))
+
+    t = np.flatnonzero(valid)
+    geo = np.array([_geometry(blobs[i]) for i in t])  # [T, 4]: cx, cy, fill, taper
+    fill, taper = float(np.median(geo[:, 2])), float(np.median(geo[:, 3]))
+    cores = []
+    for i in t:  # mean colour of the blob's inner half, away from blended edges
+        d = dist[i][blobs[i]]
+        cores.append(video[i][blobs[i]][d >= np.median(d)].mean(axis=0))
+    rgb = np.median(np.array(cores), axis=0)
+    chroma = rgb / max(float(rgb.max()), 1e-6)
+    color = _NAMES[int(np.linalg.norm(_REF_CHROMA - chroma, axis=1).argmin())]
+
+    direction, displacement = None, None
+    if len(t) >= 2:
+        slope = np.polyfit(t.astype(float), geo[:, :2], 1)[0]  # [2]: pixels per frame in x, y
+        dx, dy = (float(s) * (f - 1) for s in slope)
+        displacement = (dx, dy)
+        if max(abs(dx), abs(dy)) >= min_displacement:
+            direction = ("right" if dx > 0 else "left") if abs(dx) >= abs(dy) else ("down" if dy > 0 else "up")
+    return Detection(color, _classify_shape(fill, taper), direction, displacement, fill, taper,
+                     tuple(float(c) for c in rgb), float(area[valid].mean() / (h * w)), int(valid.sum()))
+
+
+@dataclasses.dataclass
+class Sample:
+    """One scored video: the clip asked for, the seed, what was detected and which attributes match."""
+
+    clip: data.Clip
+    seed: int
+    detection: Detection
+    correct: dict[str, bool]  # "color", "shape", "direction", "joint"
+
+
+@dataclasses.dataclass
+class Report:
+    """Accuracy of a generator, per attribute and joint, for the seen and held-out combinations.
+
+    Attributes:
+        accuracy: group ("seen", "held_out", "all") -> attribute ("color", "shape", "direction",
+            "joint") -> fraction correct, or None for a group with no samples.
+        counts: group -> number of scored videos.
+        samples: Every scored video, in order.
+    """
+
+    accuracy: dict[str, dict[str, float | None]]
+    counts: dict[str, int]
+    samples: list[Sample]
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict of the whole report, samples included."""
+        rows = []
+        for s in self.samples:
+            det = dataclasses.asdict(s.detection)
+            det = {k: list(v) if isinstance(v, tuple) else v for k, v in det.items()}
+            rows.append({"clip": dataclasses.asdict(s.clip), "prompt": data.caption(s.clip),
+                         "held_out": s.clip.held_out, "seed": s.seed, "detection": det,
+                         "correct": dict(s.correct)})
+        return {"accuracy": self.accuracy, "counts": self.counts, "samples": rows}
+
+    def summary(self) -> str:
+        """A small table: one row per group, one column per attribute."""
+        cols = (*ATTRIBUTES, "joint")
+        lines = [f"{'group':<9}{'n':>5}" + "".join(f"{c:>11}" for c in cols)]
+        for group, acc in self.accuracy.items():
+            cells = "".join(f"{'-' if acc[c] is None else f'{acc[c]:.3f}':>11}" for c in cols)
+            lines.append(f"{group:<9}{self.counts[group]:>5}" + cells)
+        return "\n".join(lines)
+
+
+def evaluate(generate: Callable[[str, int], np.ndarray], clips: Iterable[data.Clip] | None = None,
+             seeds: Sequence[int] = (0, 1, 2), progress: bool = True) -> Report:
+    """Scores `generate` on each clip's canonical caption, once per seed.
+
+    Args:
+        generate: (prompt, seed) -> video [F, H, W, 3], float in [0, 1] or uint8.
+        clips: The combinations to ask for; all 60 of `data.all_clips()` by default.
+        seeds: Seeds passed to `generate` for every clip.
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        The report; a clip counts as "held_out" if `clip.held_out`, else as "seen".
+    """
+    clips = data.all_clips() if clips is None else list(clips)
+    jobs = [(clip, int(seed)) for clip in clips for seed in seeds]
+    if progress:
+        from tqdm.auto import tqdm
+        jobs = tqdm(jobs, desc="evaluate", unit="video")
+    samples = []
+    for clip, seed in jobs:
+        det = detect(np.asarray(generate(data.caption(clip), seed)))
+        correct = {a: getattr(det, a) == getattr(clip, a) for a in ATTRIBUTES}
+        correct["joint"] = all(correct.values())
+        samples.append(Sample(clip, seed, det, correct))
+
+    groups = {"seen": [s for s in samples if not s.clip.held_out],
+              "held_out": [s for s in samples if s.clip.held_out], "all": samples}
+    accuracy = {g: {a: (sum(s.correct[a] for s in ss) / len(ss) if ss else None)
+                    for a in (*ATTRIBUTES, "joint")} for g, ss in groups.items()}
+    return Report(accuracy, {g: len(ss) for g, ss in groups.items()}, samples)

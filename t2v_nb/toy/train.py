@@ -1,0 +1,341 @@
+"""Train the toy-shapes model from scratch on moving-shapes videos, on a CPU, resumably.
+
+Three stages, each one checkpointed in the work directory so a run that is cut off carries on
+where it stopped when started again with the same command:
+
+1. ``vae``: an `AutoencoderKL` (64x64 RGB -> 4x8x8 latents) learns to reconstruct single frames;
+   its `scaling_factor` (1 / std of the latents) is written into its config.
+2. ``latents``: a fixed set of training videos is encoded once (posterior mean and std per video),
+   so the UNet stage spends its CPU on the UNet.
+3. ``unet``: the text encoder and the UNet learn to predict the noise (epsilon, as ModelScope),
+   with min-SNR weighting, 10% empty captions (the default negative prompt is ""), and EMA weights.
+
+``--export DIR`` writes the EMA weights in the diffusers layout (model_index.json + one folder per
+component, safetensors) with the latent -> RGB preview factors fitted for the VAE.
+
+    python -m t2v_nb.toy.train --workdir runs/toy --vae-minutes 10 --unet-minutes 120
+    python -m t2v_nb.toy.train --workdir runs/toy --export t2v_nb/toy/weights
+
+Losses and probes go to ``<workdir>/log.jsonl``, one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import signal
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import components, data
+
+_stop = False
+
+
+def _on_signal(signum, frame):  # finish the current step, checkpoint, exit
+    global _stop
+    _stop = True
+
+
+def _log(workdir: str, **row) -> None:
+    row["time"] = time.time()
+    with open(os.path.join(workdir, "log.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "time"), flush=True)
+
+
+def _save(obj, path: str) -> None:
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- stage 1: VAE
+
+def train_vae(workdir: str, minutes: float, batch_frames: int = 64, lr: float = 1e-3, seed: int = 0) -> None:
+    path = os.path.join(workdir, "vae.pt")
+    vae = components.build_vae(seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    state = {"step": 0, "seconds": 0.0, "done": False}
+    if os.path.exists(path):
+        ckpt = torch.load(path, weights_only=False)
+        vae.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        state = ckpt["state"]
+    if state["done"]:
+        return
+    rng = np.random.default_rng([seed, 1, state["step"]])
+    val, _, _ = data.sample_batch(np.random.default_rng([seed, 99]), 16, "all")
+    val = torch.from_numpy(val.reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2) * 2 - 1  # [128, 3, H, W] in [-1, 1]
+
+    def psnr() -> float:
+        vae.eval()
+        with torch.no_grad():
+            rec = vae.decode(vae.encode(val).latent_dist.mode()).sample.clamp(-1, 1)
+        vae.train()
+        mse = ((rec - val) / 2).pow(2).mean().item()
+        return 10 * math.log10(1 / mse)
+
+    last_ckpt, running = time.time(), []
+    while state["seconds"] < minutes * 60 and not _stop:
+        t0 = time.time()
+        videos, _, _ = data.sample_batch(rng, batch_frames // 8, "all")
+        x = torch.from_numpy(videos.reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2) * 2 - 1  # [N, 3, H, W]
+        # Lower the learning rate for the last third of the budget.
+        for g in opt.param_groups:
+            g["lr"] = lr if state["seconds"] < minutes * 40 else lr * 0.3
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state["step"] += 1
+        state["seconds"] += time.time() - t0
+        running.append(loss.item())
+        if state["step"] % 50 == 0:
+            _log(workdir, stage="vae", step=state["step"], loss=float(np.mean(running)), psnr=psnr(),
+                 minutes=state["seconds"] / 60)
+            running = []
+        if time.time() - last_ckpt > 300:
+            _save({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state}, path)
+            last_ckpt = time.time()
+    if not _stop:
+        state["done"] = True
+        # scaling_factor: make the latents unit-variance, as SD's 0.18215 does for its VAE.
+        vae.eval()
+        with torch.no_grad():
+            lat = vae.encode(val).latent_dist.mode()
+        vae.register_to_config(scaling_factor=float(1 / lat.std()))
+        _log(workdir, stage="vae", step=state["step"], psnr=psnr(), scaling_factor=vae.config.scaling_factor, done=True)
+    _save({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state,
+           "scaling_factor": vae.config.scaling_factor}, path)
+
+
+def load_vae(workdir: str):
+    ckpt = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)
+    vae = components.build_vae()
+    vae.load_state_dict(ckpt["model"])
+    vae.register_to_config(scaling_factor=ckpt["scaling_factor"])
+    return vae.eval()
+
+
+# ---------------------------------------------------------------- stage 2: latent cache
+
+def encode_dataset(workdir: str, num_videos: int, seed: int = 0, chunk: int = 64) -> None:
+    path = os.path.join(workdir, "latents.pt")
+    if os.path.exists(path):
+        return
+    vae = load_vae(workdir)
+    rng = np.random.default_rng([seed, 2])
+    means, stds, clip_ids = [], [], []
+    index = {c: i for i, c in enumerate(data.all_clips())}
+    t0 = time.time()
+    for start in range(0, num_videos, chunk):
+        n = min(chunk, num_videos - start)
+        videos, _, clips = data.sample_batch(rng, n, "train")
+        x = torch.from_numpy(videos.reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2) * 2 - 1  # [n*F, 3, H, W]
+        with torch.no_grad():
+            post = vae.encode(x).latent_dist
+        # [n*F, C, h, w] -> [n, C, F, h, w]
+        to_video = lambda z: z.reshape(n, data.NUM_FRAMES, *z.shape[1:]).permute(0, 2, 1, 3, 4)
+        means.append(to_video(post.mean).half())
+        stds.append(to_video(post.std).half())
+        clip_ids += [index[c] for c in clips]
+        if (start // chunk) % 20 == 0:
+            print(f"encoded {start + n}/{num_videos} videos ({time.time() - t0:.0f} s)", flush=True)
+    _save({"mean": torch.cat(means), "std": torch.cat(stds), "clip": torch.tensor(clip_ids)}, path)
+    _log(workdir, stage="latents", videos=num_videos, seconds=time.time() - t0)
+
+
+# ---------------------------------------------------------------- stage 3: text encoder + UNet
+
+def _opposite(direction: str) -> str:
+    return {"left": "right", "right": "left", "up": "down", "down": "up"}[direction]
+
+
+def train_unet(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5e-4, seed: int = 0,
+               p_uncond: float = 0.1, snr_gamma: float = 5.0, ema_decay: float = 0.999) -> None:
+    path = os.path.join(workdir, "unet.pt")
+    cache = torch.load(os.path.join(workdir, "latents.pt"))
+    vae_scale = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["scaling_factor"]
+    tokenizer = components.build_tokenizer()
+    text_encoder = components.build_text_encoder(len(tokenizer), seed)
+    unet = components.build_unet(seed)
+    scheduler = components.build_scheduler()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    ema = {"unet": copy.deepcopy(unet).requires_grad_(False), "text_encoder": copy.deepcopy(text_encoder).requires_grad_(False)}
+    state = {"step": 0, "seconds": 0.0}
+    if os.path.exists(path):
+        ckpt = torch.load(path, weights_only=False)
+        unet.load_state_dict(ckpt["unet"])
+        text_encoder.load_state_dict(ckpt["text_encoder"])
+        ema["unet"].load_state_dict(ckpt["ema_unet"])
+        ema["text_encoder"].load_state_dict(ckpt["ema_text_encoder"])
+        opt.load_state_dict(ckpt["opt"])
+        state = ckpt["state"]
+
+    clips = data.all_clips()
+    # Token ids of every caption variant, and of "" for the unconditional branch.
+    def ids(texts):
+        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids
+    caption_ids = torch.stack([ids([data.caption(c, k) for k in range(len(data.TEMPLATES))]) for c in clips])  # [60, T, 77]
+    empty_ids = ids([""])[0]
+    alphas_cumprod = scheduler.alphas_cumprod  # [1000]
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    weight = torch.clamp(snr, max=snr_gamma) / snr  # min-SNR-gamma weights for epsilon prediction
+
+    # A fixed probe batch: does the model use the direction word? Loss with the true caption vs the
+    # opposite direction's, at high noise where the layout is decided. A gap > 0 means it does.
+    probe_rng = torch.Generator().manual_seed(1234)
+    probe_idx = torch.randint(0, len(cache["clip"]), (32,), generator=probe_rng)
+    probe_noise = torch.randn(32, *cache["mean"].shape[1:], generator=probe_rng)
+    probe_t = torch.randint(800, 950, (32,), generator=probe_rng)
+    probe_x0 = cache["mean"][probe_idx].float() * vae_scale
+    probe_true = ids([data.caption(clips[int(i)]) for i in cache["clip"][probe_idx]])
+    probe_flip = ids([data.caption(data.Clip(clips[int(i)].color, clips[int(i)].shape, _opposite(clips[int(i)].direction)))
+                      for i in cache["clip"][probe_idx]])
+
+    def unet_eps(model, te, noisy, t, input_ids):
+        emb = te(input_ids)[0]  # [B, 77, D]
+        emb = emb.repeat_interleave(noisy.shape[2], dim=0)  # UNetMotionModel wants one per frame
+        return model(noisy, t, encoder_hidden_states=emb).sample
+
+    def probe() -> dict:
+        with torch.no_grad():
+            noisy = scheduler.add_noise(probe_x0, probe_noise, probe_t)
+            l_true = F.mse_loss(unet_eps(ema["unet"], ema["text_encoder"], noisy, probe_t, probe_true), probe_noise).item()
+            l_flip = F.mse_loss(unet_eps(ema["unet"], ema["text_encoder"], noisy, probe_t, probe_flip), probe_noise).item()
+        return {"probe_loss": l_true, "direction_gap": l_flip - l_true}
+
+    gen = torch.Generator().manual_seed(seed * 1000 + state["step"])
+    last_ckpt, running = time.time(), []
+    unet.train()
+    text_encoder.train()
+    while state["seconds"] < minutes * 60 and not _stop:
+        t0 = time.time()
+        idx = torch.randint(0, len(cache["clip"]), (batch_size,), generator=gen)
+        x0 = (cache["mean"][idx].float() + cache["std"][idx].float() * torch.randn(batch_size, *cache["mean"].shape[1:], generator=gen)) * vae_scale
+        template = torch.randint(0, len(data.TEMPLATES), (batch_size,), generator=gen)
+        input_ids = caption_ids[cache["clip"][idx], template]  # [B, 77]
+        drop = torch.rand(batch_size, generator=gen) < p_uncond
+        input_ids[drop] = empty_ids
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
+        noisy = scheduler.add_noise(x0, noise, t)
+        pred = unet_eps(unet, text_encoder, noisy, t, input_ids)
+        per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3, 4))
+        loss = (per_sample * weight[t]).mean()
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (state["step"] + 1) / 300)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(ema_decay, (1 + state["step"]) / (10 + state["step"]))
+        with torch.no_grad():
+            for name, live in (("unet", unet), ("text_encoder", text_encoder)):
+                for pe, p in zip(ema[name].parameters(), live.parameters()):
+                    pe.lerp_(p, 1 - decay)
+        state["step"] += 1
+        state["seconds"] += time.time() - t0
+        running.append(loss.item())
+        if state["step"] % 50 == 0:
+            row = {"stage": "unet", "step": state["step"], "loss": float(np.mean(running)),
+                   "minutes": state["seconds"] / 60}
+            if state["step"] % 500 == 0:
+                row.update(probe())
+            _log(workdir, **row)
+            running = []
+        if time.time() - last_ckpt > 600 or _stop:
+            _save_unet(path, unet, text_encoder, ema, opt, state)
+            last_ckpt = time.time()
+    _save_unet(path, unet, text_encoder, ema, opt, state)
+
+
+def _save_unet(path, unet, text_encoder, ema, opt, state) -> None:
+    _save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
+           "ema_unet": ema["unet"].state_dict(), "ema_text_encoder": ema["text_encoder"].state_dict(),
+           "opt": opt.state_dict(), "state": state}, path)
+
+
+# ---------------------------------------------------------------- export
+
+def export(workdir: str, out: str) -> None:
+    """Write the EMA weights in the diffusers layout, with the preview factors of the VAE."""
+    from .. import preview
+
+    tokenizer = components.build_tokenizer()
+    text_encoder = components.build_text_encoder(len(tokenizer))
+    unet = components.build_unet()
+    ckpt = torch.load(os.path.join(workdir, "unet.pt"), weights_only=False)
+    text_encoder.load_state_dict(ckpt["ema_text_encoder"])
+    unet.load_state_dict(ckpt["ema_unet"])
+    vae = load_vae(workdir)
+    scheduler = components.build_scheduler()
+    os.makedirs(out, exist_ok=True)
+    for name, part in (("tokenizer", tokenizer), ("text_encoder", text_encoder), ("unet", unet), ("vae", vae),
+                       ("scheduler", scheduler)):
+        if hasattr(part, "save_pretrained"):
+            kwargs = {"safe_serialization": True} if name in ("text_encoder", "unet", "vae") else {}
+            part.save_pretrained(os.path.join(out, name), **kwargs)
+        else:
+            part.save_config(os.path.join(out, name))
+    index = {
+        "_class_name": "StepwisePipeline",
+        "_t2v_nb": "toy-shapes: same parts as ModelScope text-to-video but a UNetMotionModel (frame positions)",
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "unet": ["diffusers", "UNetMotionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "training": {"unet_steps": ckpt["state"]["step"], "unet_minutes": round(ckpt["state"]["seconds"] / 60, 1)},
+    }
+    with open(os.path.join(out, "model_index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+    # Latent -> RGB factors, fitted on the VAE's own decodes of fresh videos.
+    videos, _, _ = data.sample_batch(np.random.default_rng(7), 32, "all")
+    x = torch.from_numpy(videos.reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2) * 2 - 1
+    with torch.no_grad():
+        latents = vae.encode(x).latent_dist.mode() * vae.config.scaling_factor  # [N, C, h, w]
+    factors = preview.fit_linear_preview(vae, latents.unsqueeze(2))
+    factors.save(os.path.join(out, "preview.json"))
+    print(f"exported to {out}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workdir", default="runs/toy")
+    p.add_argument("--vae-minutes", type=float, default=10)
+    p.add_argument("--unet-minutes", type=float, default=120, help="total UNet training time, across resumptions")
+    p.add_argument("--num-videos", type=int, default=20000, help="videos in the latent cache")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--export", metavar="DIR", help="write the model in the diffusers layout and exit")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.workdir, exist_ok=True)
+    if args.export:
+        export(args.workdir, args.export)
+        return
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    train_vae(args.workdir, args.vae_minutes, seed=args.seed)
+    if _stop:
+        return
+    encode_dataset(args.workdir, args.num_videos, seed=args.seed)
+    train_unet(args.workdir, args.unet_minutes, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+
+
+if __name__ == "__main__":
+    main()
