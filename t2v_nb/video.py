@@ -257,13 +257,12 @@ class Video:
 
         `.mp4` is H.264 yuv420p, which browsers play; yuv420p needs an even width and height, so
         an odd size is padded by repeating the last row/column (the sidecar keeps the true size).
-        `.gif` loops forever. Both files are written to temporary files in the same directory and
-        moved into place, so an interrupted save never leaves a partial file at `path`.
+        `.gif` loops forever. Files are written under temporary names in the same directory and
+        then renamed, so an interrupted save never leaves a partial file at `path`.
 
         The sidecar `<path without suffix>.json` holds the file name, fps, num_frames, height,
-        width, t2v_nb's version and the record, minus keys that look like credentials (a key
-        containing "secret", "password", "api_key", ... or ending in "token"); a warning names
-        the dropped keys.
+        width, t2v_nb's version and the record minus credential-like keys (containing "secret",
+        "password", "api_key", ... or ending in "token"; a warning names them).
 
         Args:
             path: Output file; its suffix picks the format.
@@ -344,8 +343,10 @@ class Video:
         frames = np.asarray(array, dtype=np.float32) / 255.0
         record: dict[str, Any] = {}
         json_path = path.with_suffix(".json")
-        if json_path.exists():
-            meta = json.loads(json_path.read_text(encoding="utf-8"))
+        meta = json.loads(json_path.read_text("utf-8")) if json_path.exists() else {}
+        if meta and meta.get("file") != path.name:  # clip.gif beside clip.mp4's clip.json
+            warnings.warn(f"{str(json_path)!r} describes {meta.get('file')!r}; record not loaded.")
+        elif meta:
             record, fps = meta.get("record", {}), meta.get("fps", fps)
             frames = frames[:, : meta.get("height"), : meta.get("width")]  # drop yuv420p padding
         return cls(frames, fps=fps, record=record)

@@ -40,7 +40,8 @@ def ffmpeg_exe() -> str:
 
 def stream_info(path: pathlib.Path) -> str:
     """ffmpeg's description of the video stream (`ffmpeg -i file` prints it on stderr)."""
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    command = [ffmpeg_exe(), "-hide_banner", "-i", str(path)]
+    proc = subprocess.run(command, capture_output=True, text=True)
     return next(line for line in proc.stderr.splitlines() if "Video:" in line)
 
 
@@ -141,6 +142,9 @@ def test_odd_size_is_padded_for_mp4_and_load_crops_back(tmp_path):
     assert np.abs(back.frames - frames).mean() < 0.03
     Video(frames).save(tmp_path / "odd.gif", sidecar=False)  # GIF needs no padding
     assert "45x31" in stream_info(tmp_path / "odd.gif")
+    with pytest.warns(UserWarning, match=r"odd\.json.*describes 'odd\.mp4'"):
+        gif = Video.load(tmp_path / "odd.gif")  # odd.json belongs to odd.mp4
+    assert gif.record == {} and gif.frames.shape == (3, 31, 45, 3)
 
 
 @needs_ffmpeg
@@ -193,6 +197,16 @@ def test_sidecar_contents_and_serialisation(tmp_path):
 
 
 @needs_ffmpeg
+def test_saved_files_get_ordinary_permissions_and_readable_text(tmp_path):
+    reference = tmp_path / "reference"
+    reference.write_text("")  # created with the process umask, like any new file
+    Video(moving_square(), record={"prompt": "un carré blanc"}).save(tmp_path / "clip.mp4")
+    for name in ("clip.mp4", "clip.json"):
+        assert (tmp_path / name).stat().st_mode == reference.stat().st_mode
+    assert "un carré blanc" in (tmp_path / "clip.json").read_text(encoding="utf-8")
+
+
+@needs_ffmpeg
 def test_secret_like_record_entries_are_not_written(tmp_path):
     secret = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123"
     record = {
@@ -234,10 +248,17 @@ def test_interrupted_save_leaves_nothing(tmp_path, monkeypatch, name):
         real_write(path, images, **kwargs)  # a complete temporary file exists now
         raise KeyboardInterrupt("interrupted mid-save")
 
+    (tmp_path / "kept").mkdir()
+    Video(moving_square(), record={"prompt": "old"}).save(tmp_path / "kept" / name)
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir()}
     monkeypatch.setattr(mediapy, "write_video", write_then_fail)
+    new = Video(1.0 - moving_square(), record={"prompt": "new"})
     with pytest.raises(KeyboardInterrupt):
-        Video(moving_square()).save(tmp_path / name)
-    assert list(tmp_path.iterdir()) == []
+        new.save(tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # nothing, not even a .tmp
+    with pytest.raises(KeyboardInterrupt):
+        new.save(tmp_path / "kept" / name, overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir()} == kept  # untouched
 
 
 @needs_ffmpeg

@@ -5,13 +5,15 @@ reads three things back out of it, with no model involved:
 
 * colour: the nearest reference colour in `data.COLORS` to the foreground's chromaticity
   (RGB divided by its largest channel, so the renderer's random shade does not matter);
-* shape: from the foreground mask in each frame, its fill ratio in its bounding box (circle ~0.79,
-  square ~1, triangle ~0.5) and its taper (width of the top rows over width of the bottom rows);
+* shape: from the foreground mask in each frame, its taper (width of the narrow end over width of
+  the wide end: triangle ~0.2, circle and square ~1) and its corner ratio (extent along the
+  diagonals over extent along the axes: square ~1.4, circle ~1), medians over frames;
 * direction: from a least-squares line through the mask's centroid over frames; the axis that moved
   most and its sign ("up" is negative y, as image rows grow downwards).
 
-The foreground is the largest connected blob of pixels far from the background colour, which is the
-median of each frame's border. An attribute is None when it cannot be read: no blob in at least half
+The foreground is the largest connected blob of pixels far from the background colour (the median of
+each frame's border): further than half the frame's top contrast and than four times the border's
+noise, on a lightly smoothed copy of the frame so noise and soft edges do not fray it. An attribute is None when it cannot be read: no blob in at least half
 the frames (blank or noisy video), or, for direction, a displacement under `MIN_DISPLACEMENT` pixels.
 
 `evaluate` scores a generator over clips and seeds and reports per-attribute and joint accuracy for
@@ -34,7 +36,7 @@ import numpy as np
 
 from t2v_nb.toy import data
 
-__all__ = ["Detection", "Sample", "Report", "detect", "evaluate", "MIN_DISPLACEMENT"]
+__all__ = ["Detection", "Row", "Report", "detect", "evaluate", "MIN_DISPLACEMENT"]
 
 MIN_DISPLACEMENT = 3.0  # pixels the centroid must travel over the clip to count as motion
 MIN_CONTRAST = 0.08  # smallest RGB distance from the background that can count as foreground
@@ -54,6 +56,7 @@ class Detection:
         displacement: Centroid travel (dx, dy) in pixels over the clip, from a least-squares fit.
         fill: Median fill ratio of the blob in its bounding box.
         taper: Median narrow-end / wide-end width ratio of the blob (triangle ~0.2, others ~1).
+        corners: Median diagonal / axis extent ratio of the blob (square ~1.41, circle ~1).
         rgb: Median RGB of the blob's core.
         foreground: Mean fraction of the frame covered by the blob.
         frames: Number of frames in which a blob was found.
@@ -65,6 +68,7 @@ class Detection:
     displacement: tuple[float, float] | None = None
     fill: float | None = None
     taper: float | None = None
+    corners: float | None = None
     rgb: tuple[float, float, float] | None = None
     foreground: float = 0.0
     frames: int = 0
@@ -75,9 +79,9 @@ def _as_video(video: np.ndarray) -> np.ndarray:
     video = np.asarray(video)
     if video.ndim != 4 or video.shape[-1] != 3 or min(video.shape) == 0:
         raise ValueError(f"Expected a video of shape [F, H, W, 3], got shape {video.shape}.")
-    if video.dtype == np.uint8:
-        return video.astype(np.float32) / 255.0
-    return np.clip(video.astype(np.float32), 0.0, 1.0)
+    if np.issubdtype(video.dtype, np.integer):
+        return np.clip(video.astype(np.float32) / 255.0, 0.0, 1.0)
+    return np.clip(np.nan_to_num(video.astype(np.float32)), 0.0, 1.0)
 
 
 def _box3(video: np.ndarray) -> np.ndarray:
@@ -109,8 +113,12 @@ def _largest_blobs(mask: np.ndarray) -> np.ndarray:
     return mask & (labels == best[:, None, None])
 
 
-def _geometry(blob: np.ndarray) -> tuple[float, float, float, float]:
-    """Centroid x, centroid y, fill ratio and taper of one frame's blob. [H, W] bool."""
+def _geometry(blob: np.ndarray) -> tuple[float, float, float, float, float]:
+    """Centroid x, centroid y, fill ratio, taper and corner ratio of one frame's blob. [H, W] bool.
+
+    The corner ratio is the blob's extent along the diagonals over its extent along the axes: a square
+    reaches ~1.41 (its corners), a circle ~1; ragged edges move it by a pixel at most.
+    """
     ys, xs = np.nonzero(blob)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     box = blob[y0:y1, x0:x1]
@@ -120,21 +128,24 @@ def _geometry(blob: np.ndarray) -> tuple[float, float, float, float]:
         q = max(1, len(widths) // 4)
         ends = sorted([widths[:q].mean(), widths[-q:].mean()])
         taper = min(taper, ends[0] / max(ends[1], 1e-6))
-    return float(xs.mean()), float(ys.mean()), float(fill), float(taper)
+    diagonal = max(np.ptp(xs + ys), np.ptp(xs - ys)) / np.sqrt(2) + np.sqrt(2)  # a pixel spans sqrt(2)
+    corners = diagonal / max(x1 - x0, y1 - y0)
+    return float(xs.mean()), float(ys.mean()), float(fill), float(taper), float(corners)
 
 
-def _classify_shape(fill: float, taper: float) -> str:
-    """Shape name from the median fill ratio and taper of the blob."""
-    if taper < 0.55 or fill < 0.64:
+def _classify_shape(taper: float, corners: float) -> str:
+    """Shape name from the median taper and corner ratio of the blob."""
+    if taper < 0.55:  # triangles ~0.2-0.35, circles and squares >= 0.7
         return "triangle"
-    return "circle" if fill < 0.89 else "square"
+    return "square" if corners > 1.16 else "circle"  # circles <= 1.08, squares >= 1.25
 
 
 def detect(video: np.ndarray, min_displacement: float = MIN_DISPLACEMENT) -> Detection:
     """Reads the colour, shape and direction of motion of the one shape in a video.
 
     Args:
-        video: [F, H, W, 3], float in [0, 1] (values outside are clipped) or uint8 in [0, 255].
+        video: [F, H, W, 3], float in [0, 1] (values outside are clipped) or integer (uint8) in
+            [0, 255].
         min_displacement: Pixels the shape must travel over the clip for a direction to be read.
 
     Returns:
@@ -161,8 +172,8 @@ def detect(video: np.ndarray, min_displacement: float = MIN_DISPLACEMENT) -> Det
         return Detection(None, None, None, foreground=float(area.mean() / (h * w)), frames=int(valid.sum()))
 
     t = np.flatnonzero(valid)
-    geo = np.array([_geometry(blobs[i]) for i in t])  # [T, 4]: cx, cy, fill, taper
-    fill, taper = float(np.median(geo[:, 2])), float(np.median(geo[:, 3]))
+    geo = np.array([_geometry(blobs[i]) for i in t])  # [T, 5]: cx, cy, fill, taper, corners
+    fill, taper, corners = (float(v) for v in np.median(geo[:, 2:], axis=0))
     cores = []
     for i in t:  # mean colour of the blob's inner half, away from blended edges
         d = dist[i][blobs[i]]
@@ -178,12 +189,12 @@ def detect(video: np.ndarray, min_displacement: float = MIN_DISPLACEMENT) -> Det
         displacement = (dx, dy)
         if max(abs(dx), abs(dy)) >= min_displacement:
             direction = ("right" if dx > 0 else "left") if abs(dx) >= abs(dy) else ("down" if dy > 0 else "up")
-    return Detection(color, _classify_shape(fill, taper), direction, displacement, fill, taper,
+    return Detection(color, _classify_shape(taper, corners), direction, displacement, fill, taper, corners,
                      tuple(float(c) for c in rgb), float(area[valid].mean() / (h * w)), int(valid.sum()))
 
 
 @dataclasses.dataclass
-class Sample:
+class Row:
     """One scored video: the clip asked for, the seed, what was detected and which attributes match."""
 
     clip: data.Clip
@@ -200,23 +211,23 @@ class Report:
         accuracy: group ("seen", "held_out", "all") -> attribute ("color", "shape", "direction",
             "joint") -> fraction correct, or None for a group with no samples.
         counts: group -> number of scored videos.
-        samples: Every scored video, in order.
+        rows: Every scored video, in order.
     """
 
     accuracy: dict[str, dict[str, float | None]]
     counts: dict[str, int]
-    samples: list[Sample]
+    rows: list[Row]
 
     def to_dict(self) -> dict:
-        """A JSON-serialisable dict of the whole report, samples included."""
+        """A JSON-serialisable dict of the whole report, rows included."""
         rows = []
-        for s in self.samples:
+        for s in self.rows:
             det = dataclasses.asdict(s.detection)
             det = {k: list(v) if isinstance(v, tuple) else v for k, v in det.items()}
             rows.append({"clip": dataclasses.asdict(s.clip), "prompt": data.caption(s.clip),
                          "held_out": s.clip.held_out, "seed": s.seed, "detection": det,
                          "correct": dict(s.correct)})
-        return {"accuracy": self.accuracy, "counts": self.counts, "samples": rows}
+        return {"accuracy": self.accuracy, "counts": self.counts, "rows": rows}
 
     def summary(self) -> str:
         """A small table: one row per group, one column per attribute."""
@@ -246,15 +257,15 @@ def evaluate(generate: Callable[[str, int], np.ndarray], clips: Iterable[data.Cl
     if progress:
         from tqdm.auto import tqdm
         jobs = tqdm(jobs, desc="evaluate", unit="video")
-    samples = []
+    rows = []
     for clip, seed in jobs:
         det = detect(np.asarray(generate(data.caption(clip), seed)))
         correct = {a: getattr(det, a) == getattr(clip, a) for a in ATTRIBUTES}
         correct["joint"] = all(correct.values())
-        samples.append(Sample(clip, seed, det, correct))
+        rows.append(Row(clip, seed, det, correct))
 
-    groups = {"seen": [s for s in samples if not s.clip.held_out],
-              "held_out": [s for s in samples if s.clip.held_out], "all": samples}
-    accuracy = {g: {a: (sum(s.correct[a] for s in ss) / len(ss) if ss else None)
-                    for a in (*ATTRIBUTES, "joint")} for g, ss in groups.items()}
-    return Report(accuracy, {g: len(ss) for g, ss in groups.items()}, samples)
+    groups = {"seen": [r for r in rows if not r.clip.held_out],
+              "held_out": [r for r in rows if r.clip.held_out], "all": rows}
+    accuracy = {g: {a: (sum(r.correct[a] for r in rs) / len(rs) if rs else None)
+                    for a in (*ATTRIBUTES, "joint")} for g, rs in groups.items()}
+    return Report(accuracy, {g: len(rs) for g, rs in groups.items()}, rows)

@@ -1,0 +1,130 @@
+"""Schedulers by short name, and the predicted clean latents (x0) of any step.
+
+diffusers' schedulers return `pred_original_sample` only in some cases (DDIM, DDPM, Euler, LMS ...);
+for the others (DPM-Solver++, PNDM, UniPC, DEIS ...) x0 follows from the model output and the noise
+level of the step, by the formula matching the scheduler's `prediction_type`:
+
+    alpha-scaled latents  x_t = a x0 + s eps, a = sqrt(alpha_bar_t), s = sqrt(1 - alpha_bar_t)
+        epsilon:  x0 = (x_t - s eps) / a
+        v:        x0 = a x_t - s v
+    sigma-scaled latents (Euler family)  x = x0 + sigma eps
+        epsilon:  x0 = x - sigma eps
+        v:        x0 = x / (sigma^2 + 1) - v sigma / sqrt(sigma^2 + 1)
+    sample: the model predicts x0 itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+
+import torch
+
+__all__ = ["SCHEDULERS", "make_scheduler", "scheduler_name", "pred_x0", "save_state", "restore_state"]
+
+# Short name -> (diffusers class name, extra config).
+SCHEDULERS: dict[str, tuple[str, dict]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "dpm++-karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "deis": ("DEISMultistepScheduler", {}),
+}
+
+
+def make_scheduler(name_or_scheduler, base):
+    """A new scheduler: a short name from SCHEDULERS (configured from `base`'s config), or a copy."""
+    import diffusers
+
+    if not isinstance(name_or_scheduler, str):
+        if not hasattr(name_or_scheduler, "step") or not hasattr(name_or_scheduler, "set_timesteps"):
+            raise TypeError(f"scheduler must be a name ({', '.join(SCHEDULERS)}) or a diffusers scheduler, "
+                            f"not {type(name_or_scheduler).__name__}.")
+        return copy.deepcopy(name_or_scheduler)
+    key = name_or_scheduler.lower().replace("_", "-")
+    if key not in SCHEDULERS:
+        close = difflib.get_close_matches(key, list(SCHEDULERS), n=2, cutoff=0.4)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"Unknown scheduler {name_or_scheduler!r}.{hint} Known: {', '.join(SCHEDULERS)}.")
+    cls_name, extra = SCHEDULERS[key]
+    config = {k: v for k, v in dict(base.config).items() if not k.startswith("_")}
+    return getattr(diffusers, cls_name).from_config({**config, **extra})
+
+
+def scheduler_name(scheduler) -> str:
+    """The short name of `scheduler` if it is one of SCHEDULERS, else its class name."""
+    cls = type(scheduler).__name__
+    for name, (cls_name, extra) in SCHEDULERS.items():
+        if cls_name == cls and all(scheduler.config.get(k) == v for k, v in extra.items()):
+            if not extra and any(scheduler.config.get(k) for k in ("use_karras_sigmas",)):
+                continue
+            return name
+    return cls
+
+
+def _is_sigma_scaled(scheduler) -> bool:
+    """True for the Euler family, whose latents are x0 + sigma * eps (init_noise_sigma > 1)."""
+    return float(scheduler.init_noise_sigma) > 1.0 + 1e-6
+
+
+def pred_x0(scheduler, output, sample: torch.Tensor, model_output: torch.Tensor, timestep,
+            step_index: int) -> torch.Tensor:
+    """Predicted clean latents for one step, from the scheduler's output or by formula.
+
+    Args:
+        scheduler: the scheduler, after its `step` for this step.
+        output: what `scheduler.step` returned.
+        sample: the latents given to `scheduler.step` (x_t).
+        model_output: the (guided) model output given to `scheduler.step`.
+        timestep: the step's timestep t.
+        step_index: the index of this step in `scheduler.timesteps`.
+    """
+    x0 = getattr(output, "pred_original_sample", None)
+    if x0 is not None:
+        return x0
+    kind = scheduler.config.get("prediction_type", "epsilon")
+    if kind == "sample":
+        return model_output
+    x, out = sample.float(), model_output.float()
+    if _is_sigma_scaled(scheduler):
+        sigma = scheduler.sigmas[step_index].to(x.device, torch.float32)
+        if kind == "epsilon":
+            x0 = x - sigma * out
+        elif kind == "v_prediction":
+            x0 = x / (sigma**2 + 1) - out * sigma / (sigma**2 + 1) ** 0.5
+        else:
+            raise ValueError(f"Unsupported prediction_type {kind!r}.")
+    else:
+        sigmas = getattr(scheduler, "sigmas", None)
+        if sigmas is not None and hasattr(scheduler, "_sigma_to_alpha_sigma_t") and step_index < len(sigmas):
+            # DPM-Solver family: the noise level of this step, also right for Karras spacing.
+            a, s = scheduler._sigma_to_alpha_sigma_t(sigmas[step_index].to(torch.float32))
+        else:
+            alpha_bar = scheduler.alphas_cumprod[int(timestep)].to(torch.float32)
+            a, s = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
+        a, s = a.to(x.device), s.to(x.device)
+        if kind == "epsilon":
+            x0 = (x - s * out) / a
+        elif kind == "v_prediction":
+            x0 = a * x - s * out
+        else:
+            raise ValueError(f"Unsupported prediction_type {kind!r}.")
+    return x0.to(sample.dtype)
+
+
+def save_state(scheduler) -> dict:
+    """A snapshot of a scheduler's mutable state (step index, solver history), cheap to take per step."""
+    return {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+            for k, v in vars(scheduler).items() if k != "config" and k != "_internal_dict"}
+
+
+def restore_state(scheduler, state: dict) -> None:
+    """Put a scheduler back as `save_state` saw it."""
+    for k, v in state.items():
+        setattr(scheduler, k, list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
