@@ -75,8 +75,10 @@ def test_detect_accepts_uint8_and_reports_diagnostics():
     assert abs(from_float.displacement[1] - dy) < 1.0
 
 
-@pytest.mark.parametrize("clip", [data.Clip("red", "triangle", "up"), data.Clip("green", "circle", "left"),
-                                  data.Clip("blue", "square", "down"), data.Clip("white", "triangle", "right")])
+@pytest.mark.parametrize("clip", [
+    data.Clip("red", "triangle", "up"), data.Clip("green", "circle", "left"),
+    data.Clip("blue", "square", "down"), data.Clip("white", "triangle", "right"),
+])
 def test_reversing_frames_flips_direction(clip):
     video = data.render(clip, seed=7)
     forward, backward = detect(video), detect(video[::-1])

@@ -13,8 +13,9 @@ reads three things back out of it, with no model involved:
 
 The foreground is the largest connected blob of pixels far from the background colour (the median of
 each frame's border): further than half the frame's top contrast and than four times the border's
-noise, on a lightly smoothed copy of the frame so noise and soft edges do not fray it. An attribute is None when it cannot be read: no blob in at least half
-the frames (blank or noisy video), or, for direction, a displacement under `MIN_DISPLACEMENT` pixels.
+noise, on a lightly smoothed copy of the frame so noise and soft edges do not fray it. An attribute
+is None when it cannot be read: no blob of a plausible size in at least half the frames (a blank or
+noisy video), or, for direction, a displacement under `MIN_DISPLACEMENT` pixels.
 
 `evaluate` scores a generator over clips and seeds and reports per-attribute and joint accuracy for
 the combinations seen in training and for the held-out ones:
@@ -187,9 +188,13 @@ def detect(video: np.ndarray, min_displacement: float = MIN_DISPLACEMENT) -> Det
         slope = np.polyfit(t.astype(float), geo[:, :2], 1)[0]  # [2]: pixels per frame in x, y
         dx, dy = (float(s) * (f - 1) for s in slope)
         displacement = (dx, dy)
-        if max(abs(dx), abs(dy)) >= min_displacement:
-            direction = ("right" if dx > 0 else "left") if abs(dx) >= abs(dy) else ("down" if dy > 0 else "up")
-    return Detection(color, _classify_shape(taper, corners), direction, displacement, fill, taper, corners,
+        if max(abs(dx), abs(dy)) >= min_displacement:  # the axis that moved most, and its sign
+            if abs(dx) >= abs(dy):
+                direction = "right" if dx > 0 else "left"
+            else:
+                direction = "down" if dy > 0 else "up"
+    shape = _classify_shape(taper, corners)
+    return Detection(color, shape, direction, displacement, fill, taper, corners,
                      tuple(float(c) for c in rgb), float(area[valid].mean() / (h * w)), int(valid.sum()))
 
 

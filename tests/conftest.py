@@ -1,0 +1,78 @@
+"""Tiny random models, built in code: no download, seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def char_tokenizer(max_length: int = 77):
+    """A CLIP tokenizer whose vocabulary is CLIP's 512 byte symbols (no merges) + the two specials."""
+    from transformers import CLIPTokenizer
+
+    from t2v_nb.toy.components import _bytes_to_unicode
+
+    symbols = list(_bytes_to_unicode().values())
+    tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
+    tok = CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[])
+    tok.model_max_length = max_length
+    return tok
+
+
+def tiny_components(seed: int = 0, unet_kind: str = "3d", scheduler: str = "ddim", prediction_type: str = "epsilon"):
+    """tokenizer, text_encoder, unet, vae, scheduler: ModelScope's classes at toy size (16x16 px -> 8x8 latents)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet3DConditionModel, UNetMotionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from t2v_nb.schedulers import make_scheduler
+
+    tok = char_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tok), hidden_size=24, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=77, bos_token_id=len(tok) - 2, eos_token_id=len(tok) - 1, pad_token_id=len(tok) - 1))
+    torch.manual_seed(seed + 1)
+    if unet_kind == "3d":
+        unet = UNet3DConditionModel(
+            sample_size=8, block_out_channels=(16, 32), layers_per_block=1, cross_attention_dim=24,
+            attention_head_dim=4, norm_num_groups=8,
+            down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"))
+    else:
+        unet = UNetMotionModel(
+            sample_size=8, block_out_channels=(16, 32), layers_per_block=1, cross_attention_dim=24,
+            num_attention_heads=2, norm_num_groups=8, motion_num_attention_heads=2, motion_max_seq_length=8,
+            down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
+            up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"))
+    # Random init leaves many outputs near zero; perturb every weight so the test sees real numbers.
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKL(block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        sample_size=16)
+    base = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                         set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+    sched = make_scheduler(scheduler, base)
+    for m in (text_encoder, unet, vae):
+        m.eval().requires_grad_(False)
+    return {"tokenizer": tok, "text_encoder": text_encoder, "unet": unet, "vae": vae, "scheduler": sched}
+
+
+def tiny_pipe(**kwargs):
+    from t2v_nb import StepwisePipeline
+
+    return StepwisePipeline(**tiny_components(**kwargs), defaults={"height": 16, "width": 16, "num_frames": 3,
+                                                                  "num_inference_steps": 3, "guidance_scale": 7.5})
+
+
+@pytest.fixture
+def pipe():
+    return tiny_pipe()
+
+
+SMALL = dict(seed=0, num_frames=3, height=16, width=16, num_inference_steps=3)
