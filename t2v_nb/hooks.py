@@ -22,7 +22,8 @@ size, H x W: pixels, D: text width, S: steps recorded):
     attn.cross.<layer>          opt-in, see t2v_nb.attention
     attn.temporal.<layer>       opt-in, see t2v_nb.attention
 
-In the trace, `step.*` values are stacked over steps: `trace["step.pred_x0"]` is [S, B, C, F, h, w].
+In the trace, `step.*` and `attn.*` values are stacked over steps: `trace["step.pred_x0"]` is
+[S, B, C, F, h, w].
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ HOOK_POINTS: dict[str, str] = {
 STEP_POINTS = tuple(n for n in HOOK_POINTS if n.startswith("step."))
 # Attention points are named after the UNet's layers, e.g. "attn.cross.up_blocks.1.attentions.0".
 ATTENTION_PREFIXES = ("attn.cross.", "attn.temporal.")
+_PER_STEP = ("step.",) + ATTENTION_PREFIXES  # recorded once per denoising step
 
 HookFn = Callable[[torch.Tensor, "HookContext"], "torch.Tensor | None"]
 
@@ -153,7 +155,7 @@ class Trace:
     def add(self, name: str, value: torch.Tensor) -> None:
         """Keep a detached CPU copy of `value` (once per run, or one per step for `step.*`)."""
         value = value.detach().to("cpu", copy=True)
-        if name.startswith("step."):
+        if name.startswith(_PER_STEP):
             self._steps.setdefault(name, []).append(value)
             self._stacked.pop(name, None)
         else:

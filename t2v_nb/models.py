@@ -211,6 +211,7 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
                 parts[name] = cls.from_pretrained(where, **kwargs)
                 continue
             kwargs["use_safetensors"] = None if allow_pickle else True
+            kwargs["dtype"] = dt
             if variant:
                 kwargs["variant"] = variant
             parts[name] = cls.from_pretrained(where, **kwargs)
@@ -221,7 +222,10 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
                       f"Without network access, use t2v_nb.load('toy-shapes') (bundled) or a local directory "
                       f"in the diffusers layout.") from e
     for name in ("text_encoder", "unet", "vae"):
-        parts[name].to(device=dev, dtype=dt).eval().requires_grad_(False)
+        part = parts[name].to(device=dev)
+        if part.dtype != dt:  # libraries older than the `dtype=` keyword
+            part.to(dtype=dt)
+        part.eval().requires_grad_(False)
     defaults, sched_name = {}, scheduler
     if preset is not None:
         defaults = {k: getattr(preset, k) for k in ("height", "width", "num_frames", "num_inference_steps",

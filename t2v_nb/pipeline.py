@@ -15,6 +15,7 @@ what it adds is a named hook point at every value (see `t2v_nb.hooks`) and a rec
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import math
@@ -140,11 +141,22 @@ class StepwisePipeline:
         return self._hooks.scope(hooks, known=self._attention_names())
 
     def _attention_names(self) -> list[str]:
-        try:
+        """The attention hook points of this UNet ("attn.cross.<layer>", "attn.temporal.<layer>")."""
+        if getattr(self, "_attn_names", None) is None:
             from .attention import attention_points
-        except ImportError:
-            return []
-        return attention_points(self.unet)
+
+            self._attn_names = attention_points(self.unet)
+        return self._attn_names
+
+    def _attention_scope(self, run: "Run", i: int, t: int):
+        """Capture attention during one UNet call, when a hook or the trace wants any of it."""
+        hooked = self._hooks.names()
+        wanted = [n for n in self._attention_names() if n in hooked or run.trace.wants(n)]
+        if not wanted:
+            return contextlib.nullcontext()
+        from .attention import capture
+
+        return capture(self, run, i, t, wanted)
 
     def _fire(self, name: str, value: torch.Tensor, run: "Run", step: int | None = None, t: int | None = None):
         if self._hooks:
@@ -401,7 +413,8 @@ class Run:
         else:
             model_in, embeds = latents, text.embeddings
         model_in = self.scheduler.scale_model_input(model_in, t)
-        noise_pred = pipe._predict_noise(model_in, t, embeds)
+        with pipe._attention_scope(self, i, ti):
+            noise_pred = pipe._predict_noise(model_in, t, embeds)
         # 2. Classifier-free guidance.
         if self.guidance:
             uncond, cond = noise_pred.chunk(2)

@@ -14,7 +14,7 @@ import json
 import numpy as np
 import torch
 
-__all__ = ["LinearPreview", "fit_linear_preview"]
+__all__ = ["LinearPreview", "fit_linear_preview", "StepDecoder", "linear_preview", "guidance_parts"]
 
 
 @dataclasses.dataclass
@@ -59,3 +59,74 @@ def fit_linear_preview(vae, latents: torch.Tensor, source: str = "") -> LinearPr
     X1 = np.concatenate([X, np.ones((len(X), 1), np.float32)], axis=1)
     sol, *_ = np.linalg.lstsq(X1, Y, rcond=None)  # [C + 1, 3]
     return LinearPreview(sol[:C].astype(np.float32), sol[C].astype(np.float32), source)
+
+
+class StepDecoder:
+    """Full VAE decodes of a run's recorded steps, cached: scrubbing back and forth decodes each once.
+
+        >>> dec = StepDecoder(run)
+        >>> frames = dec(5)                      # pred_x0 of step 5 -> float32 [F, H, W, 3]
+        >>> frames = dec(5, "step.latents")      # x_t entering step 5
+
+    Decoding goes `chunk_size` frames at a time (on a T4 a whole 16-frame ModelScope clip at once
+    can run out of memory; see `StepwisePipeline.decode_latents`).
+    """
+
+    def __init__(self, run, chunk_size: int | None = None, max_items: int = 256):
+        self.run, self.chunk_size, self.max_items = run, chunk_size, max_items
+        self._cache: dict[tuple[str, int, tuple | None], np.ndarray] = {}
+        self.decodes = 0  # how many VAE decodes were done (not served from the cache)
+
+    def __call__(self, step: int, name: str = "step.pred_x0", frames=None) -> np.ndarray:
+        key = (name, int(step), None if frames is None else tuple(int(f) for f in frames))
+        if key not in self._cache:
+            latents = self.run.trace.step(name, int(step))  # [B, C, F, h, w] on the CPU
+            pipe = self.run.pipe
+            images = pipe.decode_latents(latents.to(pipe.device), frames, self.chunk_size)  # [B, F, H, W, 3]
+            if len(self._cache) >= self.max_items:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = images[0].cpu().numpy()
+            self.decodes += 1
+        return self._cache[key]
+
+
+def linear_preview(run, name: str = "step.pred_x0", step: int | None = None) -> np.ndarray:
+    """The linear latent -> RGB preview of a recorded value: [F, h, w, 3] for one step, [S, F, h, w, 3] for all.
+
+    Uses the factors fitted for the model's VAE (`pipe.preview`); they ship with each preset.
+    """
+    factors = run.pipe.preview
+    if factors is None:
+        raise ValueError("This model has no linear preview factors: fit them with "
+                         "t2v_nb.preview.fit_linear_preview(pipe.vae, latents) and set pipe.preview.")
+    latents = run.trace[name] if step is None else run.trace.step(name, step)
+    out = factors(latents)  # [..., B, F, h, w, 3]
+    return out[:, 0] if step is None else out[0]
+
+
+def guidance_parts(run, step: int, space: str = "x0") -> dict[str, torch.Tensor]:
+    """Classifier-free guidance of one step split into its parts, each [B, C, F, h, w] on the CPU.
+
+    Keys: "uncond" (the prediction for the negative prompt), "text" (for the prompt), "difference"
+    (text - uncond: what the words add), "guided" (uncond + g * difference). With space="x0" each
+    noise prediction is turned into the clean latents it implies at this step (what a preview can
+    show); with space="noise" they are the raw UNet outputs. Needs the run to record `step.latents`,
+    `step.noise_pred_uncond`, `step.noise_pred_text`, `step.noise_pred` (the default recording).
+    """
+    from .schedulers import pred_x0
+
+    if space not in ("x0", "noise"):
+        raise ValueError(f"space must be 'x0' or 'noise', not {space!r}.")
+    if not run.guidance:
+        raise ValueError("This run has no guidance (guidance_scale == 1): there is no unconditional branch.")
+    tr = run.trace
+    parts = {"uncond": tr.step("step.noise_pred_uncond", step), "text": tr.step("step.noise_pred_text", step),
+             "guided": tr.step("step.noise_pred", step)}
+    if space == "x0":
+        x = tr.step("step.latents", step)
+        t = run.timesteps[step]
+        sched = run.scheduler
+        parts = {k: pred_x0(sched, None, x.to(sched.alphas_cumprod.device), v.to(sched.alphas_cumprod.device), t, step).cpu()
+                 for k, v in parts.items()}
+    parts["difference"] = parts["text"] - parts["uncond"]
+    return parts

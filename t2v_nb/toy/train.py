@@ -58,7 +58,7 @@ def _save(obj, path: str) -> None:
 
 # ---------------------------------------------------------------- stage 1: VAE
 
-def train_vae(workdir: str, minutes: float, batch_frames: int = 64, lr: float = 1e-3, seed: int = 0) -> None:
+def train_vae(workdir: str, minutes: float, batch_frames: int = 8, lr: float = 1e-3, seed: int = 0) -> None:
     path = os.path.join(workdir, "vae.pt")
     vae = components.build_vae(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -85,8 +85,10 @@ def train_vae(workdir: str, minutes: float, batch_frames: int = 64, lr: float = 
     last_ckpt, running = time.time(), []
     while state["seconds"] < minutes * 60 and not _stop:
         t0 = time.time()
-        videos, _, _ = data.sample_batch(rng, batch_frames // 8, "all")
-        x = torch.from_numpy(videos.reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2) * 2 - 1  # [N, 3, H, W]
+        # Small batches of frames from several videos: many steps matter more than big batches here.
+        videos, _, _ = data.sample_batch(rng, max(1, batch_frames // 2), "all")
+        frames = videos[np.arange(len(videos))[:, None], rng.integers(0, data.NUM_FRAMES, (len(videos), 2))]
+        x = torch.from_numpy(frames.reshape(-1, 64, 64, 3)[:batch_frames]).permute(0, 3, 1, 2) * 2 - 1  # [N, 3, H, W]
         # Lower the learning rate for the last third of the budget.
         for g in opt.param_groups:
             g["lr"] = lr if state["seconds"] < minutes * 40 else lr * 0.3
@@ -99,7 +101,7 @@ def train_vae(workdir: str, minutes: float, batch_frames: int = 64, lr: float = 
         state["step"] += 1
         state["seconds"] += time.time() - t0
         running.append(loss.item())
-        if state["step"] % 50 == 0:
+        if state["step"] % 200 == 0:
             _log(workdir, stage="vae", step=state["step"], loss=float(np.mean(running)), psnr=psnr(),
                  minutes=state["seconds"] / 60)
             running = []

@@ -1,0 +1,350 @@
+"""Opt-in capture of attention maps: which words each pixel looks at, and which frames each frame looks at.
+
+A video UNet has two kinds of attention worth watching:
+
+* cross-attention (text -> image): in every spatial transformer, `attn2` lets each latent pixel of
+  each frame read the 77 token embeddings of the prompt;
+* temporal self-attention (frame x frame): in ModelScope's `transformer_in` and `temp_attentions`
+  and in AnimateDiff's `motion_modules`, both `attn1` and `attn2` let each pixel of a frame read the
+  same pixel in every frame (in temporal transformers `attn2` gets no text, so it is self-attention too).
+
+Each such layer is a hook point named `attn.<kind>.<module path in unet.named_modules()>`:
+
+    attn.cross.<layer>      [B, F, h_l, w_l, T]   for each frame and each pixel of the layer's grid,
+                                                  the share of attention given to each of the T = 77
+                                                  token positions (the text's `run.text.tokens`
+                                                  index them); rows sum to 1 over T
+    attn.temporal.<layer>   [B, F, F]             query frame x key frame; rows sum to 1 over key frames
+
+e.g. `attn.cross.up_blocks.1.attentions.0.transformer_blocks.0.attn2` and
+`attn.temporal.transformer_in.transformer_blocks.0.attn1`. B = 1 (the prompt's half of the guided
+batch; the negative prompt's half is left out), F = frames, h_l x w_l = the layer's grid (the latent
+size halved once per downsampling above it). Both are averaged over heads; the temporal map is also
+averaged over all pixels. They are computed in float32 and handed over in the UNet's dtype. In the
+trace they are stacked over steps: [S, B, F, h_l, w_l, T] and [S, B, F, F].
+
+How: during the one UNet call of a step, each wanted layer's attention processor is wrapped by one
+that recomputes softmax(q k^T * scale) from the layer's own inputs, norms and projections, averages it
+at once, and then lets the original processor compute the layer's output as always. So the video is
+bitwise the same with or without capture. The maps are read-only observations: a hook on an
+`attn.*` point may return a replacement (it goes into the trace), but it never feeds back into the
+UNet. The original processors are put back when the call ends, also when it raises.
+
+Memory: per layer only the averaged map is kept. A trace with record="all" holds, per step,
+sum over cross layers of F*h_l*w_l*77 numbers: about 33 MB in float32 for ModelScope at 256x256 and
+16 frames; record only the layers you need (`record=[...names]`) for long runs at large sizes.
+
+    >>> run = pipe.start("a red circle moving right", record="all").finish()
+    >>> word_maps(run, ["red", "circle"]).shape        # [2, F, H', W']
+    >>> temporal_matrix(run).shape                     # [F, F]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import numbers
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch
+
+from .hooks import check_name
+
+__all__ = ["attention_points", "attention_layers", "capture", "word_maps", "temporal_matrix"]
+
+# Transformers whose attention runs over frames, not over pixels (diffusers class names).
+_TEMPORAL_TYPES = ("TransformerTemporalModel", "AnimateDiffTransformer3D")
+_CHUNK = 2**24  # most per-head scores computed at once, to bound the memory of one layer's maps
+
+
+def _attention_modules(unet) -> Iterator[tuple[str, str, Any]]:
+    """(kind, module path, module) of each cross- or temporal attention layer, in the UNet's order."""
+    temporal_prefixes: list[str] = []
+    for path, module in unet.named_modules():
+        if type(module).__name__ in _TEMPORAL_TYPES:
+            temporal_prefixes.append(path + ".")
+        if not (hasattr(module, "processor") and hasattr(module, "to_q") and hasattr(module, "to_k")):
+            continue  # not an attention layer
+        if any(path.startswith(p) for p in temporal_prefixes):
+            yield "temporal", path, module  # attn1 and attn2 of a temporal transformer: frames x frames
+        elif getattr(module, "is_cross_attention", False):
+            yield "cross", path, module  # a spatial transformer's attn2: pixels x tokens
+        # spatial self-attention (pixels x pixels) is not a hook point
+
+
+def attention_points(unet) -> list[str]:
+    """Every attention hook point of `unet`: `attn.cross.<path>` and `attn.temporal.<path>`, in order."""
+    return [f"attn.{kind}.{path}" for kind, path, _ in _attention_modules(unet)]
+
+
+def attention_layers(pipe, height: int | None = None, width: int | None = None,
+                     num_frames: int | None = None) -> dict[str, dict]:
+    """The attention hook points of `pipe` with what they hold at a given video size.
+
+    Returns:
+        {name: {"kind": "cross" | "temporal", "resolution": (h_l, w_l), "heads": int, "shape": tuple}},
+        where `shape` is the hook value's shape; sizes default to `pipe.defaults`.
+    """
+    d = pipe.defaults
+    f = pipe.vae_scale_factor
+    h, w = (height or d["height"]) // f, (width or d["width"]) // f
+    F = num_frames or d["num_frames"]
+    T = pipe.tokenizer.model_max_length
+    unet = pipe.unet
+    downs = [getattr(b, "downsamplers", None) is not None for b in getattr(unet, "down_blocks", [])]
+    ups = [getattr(b, "upsamplers", None) is not None for b in getattr(unet, "up_blocks", [])]
+    sizes = [(h, w)]
+    for _ in range(sum(downs)):  # a stride-2 conv with padding 1 gives ceil(n / 2)
+        sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))
+    out = {}
+    for kind, path, module in _attention_modules(unet):
+        parts = path.split(".")
+        level = 0  # transformer_in and anything before the first block: the full latent grid
+        if parts[0] == "down_blocks":
+            level = sum(downs[: int(parts[1])])
+        elif parts[0] == "mid_block":
+            level = sum(downs)
+        elif parts[0] == "up_blocks":
+            level = sum(downs) - sum(ups[: int(parts[1])])
+        res = sizes[level]
+        shape = (1, F, *res, T) if kind == "cross" else (1, F, F)
+        out[f"attn.{kind}.{path}"] = {"kind": kind, "resolution": res, "heads": module.heads, "shape": shape}
+    return out
+
+
+def _grid(seq: int, h: int, w: int) -> tuple[int, int]:
+    """The h_l x w_l grid of `seq` pixels: the latent grid (h, w) halved (rounding up) until it fits."""
+    while h * w > seq:
+        h, w = -(-h // 2), -(-w // 2)
+    if h * w != seq:
+        raise RuntimeError(f"Cannot lay out an attention layer's {seq} positions on a grid with the latents' "
+                           f"aspect ratio ({h}x{w} is the closest).")
+    return h, w
+
+
+def _probs(attn, x: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None,
+           temb: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T * scale) averaged over heads, as `attn`'s processor computes it: [n, Lq, Lk] float32."""
+    if attn.spatial_norm is not None:
+        x = attn.spatial_norm(x, temb)
+    if x.ndim == 4:  # [n, C, h, w] -> [n, h*w, C]
+        x = x.flatten(2).transpose(1, 2)
+    if attn.group_norm is not None:
+        x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
+    if context is None:
+        context = x
+    elif attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    n, heads = x.shape[0], attn.heads
+    if mask is not None:  # additive, as the processors prepare it: [n, heads, 1 or Lq, Lk]
+        mask = attn.prepare_attention_mask(mask, context.shape[1], n).view(n, heads, -1, context.shape[1])
+    rows = max(1, _CHUNK // (heads * x.shape[1] * context.shape[1]))
+    out = []
+    for s in range(0, n, rows):  # a few rows at a time: per-head scores never exist for all rows at once
+        q = attn.to_q(x[s : s + rows])  # [r, Lq, heads * d]
+        k = attn.to_k(context[s : s + rows])  # [r, Lk, heads * d]
+        r = q.shape[0]
+        q = q.view(r, -1, heads, k.shape[-1] // heads).transpose(1, 2)  # [r, heads, Lq, d]
+        k = k.view(r, -1, heads, k.shape[-1] // heads).transpose(1, 2)  # [r, heads, Lk, d]
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+        # attn.scale = d**-0.5 in these UNets; the SDPA processor always uses d**-0.5, the classic one attn.scale
+        scores = q.float() @ k.float().transpose(-1, -2) * attn.scale  # [r, heads, Lq, Lk]
+        if mask is not None:
+            scores = scores + mask[s : s + rows].float()
+        out.append(scores.softmax(-1).mean(1))  # [r, Lq, Lk]
+    return torch.cat(out)
+
+
+class _Observer:
+    """An attention processor that measures the attention map, then lets the original one do the work."""
+
+    def __init__(self, original, name: str, kind: str, batch: int, frames: int, grid: tuple[int, int],
+                 guided: bool, sums: dict, counts: dict):
+        self.original, self.name, self.kind = original, name, kind
+        self.batch, self.frames, self.grid, self.guided = batch, frames, grid, guided
+        self.sums, self.counts = sums, counts
+        self.dtype = torch.float32  # of the layer's input, set when it runs
+
+    def __call__(self, attn, hidden_states, *args, **kwargs):
+        given = dict(zip(("encoder_hidden_states", "attention_mask", "temb"), args), **kwargs)
+        with torch.no_grad():
+            self._measure(attn, hidden_states, given.get("encoder_hidden_states"), given.get("attention_mask"),
+                          given.get("temb"))
+        return self.original(attn, hidden_states, *args, **kwargs)  # the output, exactly as without capture
+
+    def _measure(self, attn, x, context, mask, temb) -> None:
+        n = x.shape[0]
+        if self.guided:  # the batch is [uncond, cond]: keep the prompt's half
+            cond = slice(n // 2, n)
+            x = x[cond]
+            context = None if context is None else context[cond]
+            temb = None if temb is None else temb[cond]
+            mask = None if mask is None or mask.shape[0] != n else mask[cond]
+        p = _probs(attn, x, context, mask, temb)  # [n', Lq, Lk]
+        B, F = self.batch, self.frames
+        if self.kind == "cross":  # rows are (b, frame), queries are pixels
+            value = p.reshape(B, F, *_grid(p.shape[1], *self.grid), p.shape[2])  # [B, F, h_l, w_l, T]
+        else:  # rows are (b, pixel), queries and keys are frames
+            if p.shape[1:] != (F, F):
+                raise RuntimeError(f"{self.name}: expected attention over {F} frames, got {tuple(p.shape[1:])}.")
+            value = p.reshape(B, -1, F, F).mean(1)  # [B, F, F]
+        self.sums[self.name] = self.sums[self.name] + value if self.name in self.sums else value
+        self.counts[self.name] = self.counts.get(self.name, 0) + 1
+        self.dtype = x.dtype
+
+
+@contextlib.contextmanager
+def capture(pipe, run, i: int, t: int, names: Sequence[str]) -> Iterator[None]:
+    """Measure the attention of the layers `names` during the UNet call(s) inside the `with` block.
+
+    When the block ends normally, each layer's map (averaged over its calls, normally one) goes to
+    `pipe._fire(name, value, run, i, t)`: the hooks on that name, then the trace. The layers' original
+    processors are restored on exit, error or not; after an error nothing is fired.
+    """
+    known = pipe._attention_names()  # attention_points(pipe.unet), cached by the pipeline
+    f = pipe.vae_scale_factor
+    grid = (run.params["height"] // f, run.params["width"] // f)
+    batch, frames = run.latents.shape[0], run.params["num_frames"]
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    observers: list[_Observer] = []
+    installed: list[tuple[Any, Any]] = []
+    try:
+        for name in names:
+            if name not in known:
+                check_name(name, known)  # raises, with the closest names
+            kind, path = name.split(".", 2)[1:]
+            attn = pipe.unet.get_submodule(path)
+            obs = _Observer(attn.processor, name, kind, batch, frames, grid, run.guidance, sums, counts)
+            installed.append((attn, attn.processor))
+            attn.set_processor(obs)
+            observers.append(obs)
+        yield
+    finally:
+        for attn, original in reversed(installed):
+            attn.set_processor(original)
+    for obs in observers:
+        if obs.name in sums:
+            value = (sums.pop(obs.name) / counts[obs.name]).to(obs.dtype)
+            pipe._fire(obs.name, value, run, i, t)
+
+
+# ---------------------------------------------------------------------- reading the trace
+
+
+def _trace(trace_or_run):
+    return getattr(trace_or_run, "trace", trace_or_run)
+
+
+def _pick_layers(trace, prefix: str, layers: Iterable[str] | None) -> list[str]:
+    present = [n for n in trace.names() if n.startswith(prefix)]
+    if layers is None:
+        if not present:
+            raise ValueError(f"The trace holds no '{prefix}*' maps. Start the run with record='all', or "
+                             f"record=[...] naming the layers (see attention_layers(pipe)).")
+        return present
+    chosen = [layers] if isinstance(layers, str) else list(layers)
+    for n in chosen:
+        if n not in present:
+            close = difflib.get_close_matches(n, present, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"{n!r} is not among the recorded '{prefix}*' maps.{hint}")
+    if not chosen:
+        raise ValueError("layers is empty; pass None for all recorded layers.")
+    return chosen
+
+
+def _num_steps(trace, name: str) -> int:
+    n = 0
+    with contextlib.suppress(IndexError):
+        while trace.step(name, n) is not None:  # Trace.step reads one step without stacking all of them
+            n += 1
+    return n
+
+
+def _pick(index, size: int, what: str) -> list[int]:
+    if index is None:
+        return list(range(size))
+    chosen = [int(index)] if isinstance(index, numbers.Integral) else [int(k) for k in index]
+    for k in chosen:
+        if not -size <= k < size:
+            raise ValueError(f"{what} {k} is out of range: there are {size}.")
+    return [k % size for k in chosen]
+
+
+def _token_positions(trace_or_run, tokens) -> list[list[int]]:
+    items = [tokens] if isinstance(tokens, (numbers.Integral, str)) else list(tokens)
+    text = getattr(trace_or_run, "text", None)
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            if text is None:
+                raise TypeError(f"To look up the word {item!r}, pass the Run (it has the token table), "
+                                f"not only its trace; or pass token indices.")
+            plain = [tok.replace("</w>", "") for tok in text.tokens]
+            where = [k for k, tok in enumerate(plain) if tok == item.lower()]
+            if not where:
+                raise ValueError(f"{item!r} is not a token of this prompt; its tokens are {text.tokens}. "
+                                 f"Pass a token or its index.")
+            out.append(where)
+        else:
+            out.append([int(item)])
+    return out
+
+
+def word_maps(trace_or_run, tokens, layers: Iterable[str] | None = None, steps=None, frames=None,
+              resolution: tuple[int, int] | None = None) -> torch.Tensor:
+    """Where each chosen word is looked at, in each frame: cross-attention averaged over layers and steps.
+
+    Args:
+        trace_or_run: a `Run` (or its `Trace`) recorded with `attn.cross.*` maps (record="all").
+        tokens: a token index (position in `run.text.tokens`, 0 is the start marker), a token's text
+            (needs the Run; every occurrence is averaged), or a list of them.
+        layers: `attn.cross.*` names; default all recorded.
+        steps, frames: indices (int or list, negative allowed); default all.
+        resolution: (H', W') of the result; default the largest grid among the layers.
+
+    Returns:
+        float32 [n_words, F', H', W'] on the CPU: each layer's map, averaged over the steps, resized
+        bilinearly to (H', W'), then averaged over the layers with equal weight.
+    """
+    trace = _trace(trace_or_run)
+    names = _pick_layers(trace, "attn.cross.", layers)
+    positions = _token_positions(trace_or_run, tokens)
+    per_layer = []
+    for name in names:
+        chosen = _pick(steps, _num_steps(trace, name), "step")
+        m = sum(trace.step(name, s)[0].float() for s in chosen) / len(chosen)  # [F, h_l, w_l, T]
+        m = m[_pick(frames, m.shape[0], "frame")]
+        per_layer.append(torch.stack([m[..., p].mean(-1) for p in positions]))  # [n_words, F', h_l, w_l]
+    if resolution is None:
+        resolution = max((m.shape[-2:] for m in per_layer), key=lambda s: s[0] * s[1])
+    if len(resolution) != 2:
+        raise ValueError(f"resolution {resolution!r} is not of the form (height, width).")
+    size = (int(resolution[0]), int(resolution[1]))
+    out = 0
+    for m in per_layer:
+        if tuple(m.shape[-2:]) != size:
+            n, F = m.shape[:2]
+            m = torch.nn.functional.interpolate(m.flatten(0, 1)[:, None], size=size, mode="bilinear",
+                                                align_corners=False).view(n, F, *size)
+        out = out + m
+    return out / len(per_layer)  # [n_words, F', H', W']
+
+
+def temporal_matrix(trace_or_run, layers: Iterable[str] | None = None, steps=None) -> torch.Tensor:
+    """How much each frame attends to each other frame: float32 [F, F] (rows: query frames, sum to 1).
+
+    The `attn.temporal.*` maps of `layers` (default all recorded), averaged over `steps` (default all)
+    and then over the layers with equal weight.
+    """
+    trace = _trace(trace_or_run)
+    names = _pick_layers(trace, "attn.temporal.", layers)
+    total = 0
+    for name in names:
+        chosen = _pick(steps, _num_steps(trace, name), "step")
+        total = total + sum(trace.step(name, s)[0].float() for s in chosen) / len(chosen)
+    return total / len(names)

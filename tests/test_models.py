@@ -1,0 +1,114 @@
+"""load(): presets, local directories, hub ids offline, devices, dtypes, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from conftest import tiny_components
+
+import t2v_nb
+from t2v_nb import models
+
+
+def save_dir(tmp_path, unet_kind="3d", safe=True):
+    parts = tiny_components(unet_kind=unet_kind)
+    d = tmp_path / "model"
+    for name, part in parts.items():
+        if name == "scheduler":
+            part.save_config(d / name)
+        elif name == "tokenizer":
+            part.save_pretrained(d / name)
+        else:
+            part.save_pretrained(d / name, safe_serialization=safe)
+    index = {"_class_name": "TextToVideoSDPipeline", "tokenizer": ["transformers", "CLIPTokenizer"],
+             "text_encoder": ["transformers", "CLIPTextModel"], "vae": ["diffusers", "AutoencoderKL"],
+             "unet": ["diffusers", "UNet3DConditionModel" if unet_kind == "3d" else "UNetMotionModel"],
+             "scheduler": ["diffusers", "DDIMScheduler"]}
+    (d / "model_index.json").write_text(json.dumps(index))
+    return d
+
+
+def test_load_local_directory_of_either_unet(tmp_path):
+    for kind in ("3d", "motion"):
+        d = save_dir(tmp_path / kind, unet_kind=kind)
+        pipe = t2v_nb.load(str(d), device="cpu")
+        assert pipe.device.type == "cpu" and pipe.dtype == torch.float32
+        assert not any(p.requires_grad for p in pipe.unet.parameters())
+        video = pipe.generate("a", seed=0, num_frames=2, height=16, width=16, num_inference_steps=2, progress=False)
+        assert video.frames.shape == (2, 16, 16, 3)
+        assert pipe.source["source"] == str(d)
+
+
+def test_pickle_weights_need_opt_in(tmp_path):
+    d = save_dir(tmp_path, safe=False)
+    with pytest.raises(OSError):
+        t2v_nb.load(str(d), device="cpu")
+    pipe = t2v_nb.load(str(d), device="cpu", allow_pickle=True)
+    assert pipe.unet is not None
+
+
+def test_zeroscope_needs_pickle_opt_in_before_any_download():
+    with pytest.raises(ValueError, match="allow_pickle=True"):
+        t2v_nb.load("zeroscope-v2-576w", device="cpu")
+
+
+def test_model_index_cannot_name_arbitrary_classes(tmp_path):
+    d = save_dir(tmp_path)
+    index = json.loads((d / "model_index.json").read_text())
+    index["unet"] = ["my_package", "EvilUNet"]
+    (d / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="no remote code"):
+        t2v_nb.load(str(d), device="cpu")
+
+
+def test_unknown_sources_get_suggestions(tmp_path):
+    with pytest.raises(ValueError, match="'toy-shapes'"):
+        t2v_nb.load("toy-shape")
+    with pytest.raises(ValueError, match="model_index.json"):
+        t2v_nb.load(str(tmp_path))  # a directory, but not a model
+    with pytest.raises(TypeError):
+        t2v_nb.load(42)
+
+
+def test_hub_download_failure_says_what_works_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="toy-shapes"):
+        t2v_nb.load("someone/some-video-model", device="cpu")
+
+
+def test_devices():
+    assert models.choose_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="device"):
+        models.choose_device("tpu")
+    with pytest.raises(ValueError):
+        models.choose_device("banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            models.choose_device("cuda")
+
+
+def test_dtypes(monkeypatch):
+    cpu = torch.device("cpu")
+    assert models.choose_dtype(cpu) == torch.float32
+    with pytest.warns(UserWarning, match="float32"):
+        assert models.choose_dtype(cpu, torch.float16) == torch.float32
+    with pytest.raises(ValueError):
+        models.choose_dtype(cpu, "float8")
+    # A T4 (compute capability 7.5) has no native bf16: is_bf16_supported() would say True anyway.
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        assert models.choose_dtype(torch.device("cuda"), torch.bfloat16) == torch.float16
+    assert models.choose_dtype(torch.device("cuda")) == torch.float16
+
+
+def test_presets_carry_their_facts():
+    ms, zs = models.PRESETS["modelscope-1.7b"], models.PRESETS["zeroscope-v2-576w"]
+    assert ms.variant == "fp16" and (ms.height, ms.width, ms.num_frames) == (256, 256, 16)
+    assert zs.variant is None and zs.pickle_only and (zs.width, zs.height) == (576, 320)
+    assert "watermark" in ms.notes.lower()

@@ -1,0 +1,93 @@
+"""Linear previews, cached step decodes, guidance split into parts."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SMALL, tiny_pipe
+
+from t2v_nb.preview import LinearPreview, StepDecoder, fit_linear_preview, guidance_parts, linear_preview
+
+
+class LinearVAE(torch.nn.Module):
+    """A 'VAE' whose decoder is exactly linear per pixel (then upsampled 2x): the fit must recover it."""
+
+    def __init__(self, matrix, bias):
+        super().__init__()
+        self.config = types.SimpleNamespace(scaling_factor=0.5)
+        self.m, self.b = torch.tensor(matrix), torch.tensor(bias)
+
+    @property
+    def device(self):
+        return torch.device("cpu")
+
+    @property
+    def dtype(self):
+        return torch.float32
+
+    def decode(self, z):
+        rgb01 = torch.einsum("nchw,cd->ndhw", z * self.config.scaling_factor, self.m) + self.b[None, :, None, None]
+        out = torch.nn.functional.interpolate(rgb01 * 2 - 1, scale_factor=2, mode="nearest")
+        return types.SimpleNamespace(sample=out)
+
+
+def test_fit_recovers_a_linear_decoder():
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(0, 0.05, (4, 3)).astype(np.float32)
+    bias = np.array([0.4, 0.5, 0.6], np.float32)
+    latents = torch.randn(3, 4, 2, 5, 5)  # small values keep the decode inside [0, 1] (no clamping)
+    fit = fit_linear_preview(LinearVAE(matrix, bias), latents)
+    assert np.allclose(fit.matrix, matrix, atol=1e-4) and np.allclose(fit.bias, bias, atol=1e-4)
+    images = fit(latents)  # [N, F, h, w, 3]
+    assert images.shape == (3, 2, 5, 5, 3) and images.dtype == np.float32
+
+
+def test_linear_preview_save_load(tmp_path):
+    p = LinearPreview(np.eye(4, 3, dtype=np.float32), np.zeros(3, np.float32), "test")
+    p.save(tmp_path / "p.json")
+    q = LinearPreview.load(tmp_path / "p.json")
+    assert np.array_equal(p.matrix, q.matrix) and q.source == "test"
+
+
+def test_step_decoder_caches_and_matches_full_decode():
+    pipe = tiny_pipe()
+    run = pipe.start("a", **SMALL).finish(progress=False)
+    dec = StepDecoder(run, chunk_size=1)
+    a = dec(2)
+    assert a.shape == (3, 16, 16, 3) and dec.decodes == 1
+    for _ in range(3):
+        dec(2)
+        dec(0)
+    assert dec.decodes == 2  # scrubbing back and forth decoded each step once
+    whole = pipe.decode_latents(run.trace.step("step.pred_x0", 2))[0].numpy()
+    assert np.abs(a - whole).max() < 1e-5  # chunked by frames = all at once
+    sub = dec(2, frames=[1])
+    assert np.abs(sub[0] - whole[1]).max() < 1e-5
+
+
+def test_linear_preview_of_a_run():
+    pipe = tiny_pipe()
+    run = pipe.start("a", **SMALL).finish(progress=False)
+    with pytest.raises(ValueError, match="fit_linear_preview"):
+        linear_preview(run)
+    pipe.preview = LinearPreview(np.full((4, 3), 0.1, np.float32), np.full(3, 0.5, np.float32))
+    assert linear_preview(run).shape == (3, 3, 8, 8, 3)  # [S, F, h, w, 3]
+    assert linear_preview(run, step=1).shape == (3, 8, 8, 3)
+
+
+def test_guidance_parts_recombine():
+    pipe = tiny_pipe(scheduler="dpm++")
+    run = pipe.start("a red circle", **SMALL).finish(progress=False)
+    g = run.params["guidance_scale"]
+    for space in ("noise", "x0"):
+        parts = guidance_parts(run, 1, space=space)
+        assert set(parts) == {"uncond", "text", "difference", "guided"}
+        assert torch.allclose(parts["uncond"] + g * parts["difference"], parts["guided"], atol=1e-4)
+    assert torch.allclose(guidance_parts(run, 1)["guided"], run.trace.step("step.pred_x0", 1), atol=1e-4)
+    no_cfg = pipe.start("a", guidance_scale=1.0, **{k: v for k, v in SMALL.items()}).finish(progress=False)
+    with pytest.raises(ValueError, match="no guidance"):
+        guidance_parts(no_cfg, 0)
