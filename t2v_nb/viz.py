@@ -2,7 +2,8 @@
 
 Every function here is pure. It builds a `matplotlib.figure.Figure` directly (not through pyplot),
 so nothing is shown by force and no global figure state is left behind: return the figure as the
-last expression of a notebook cell and Jupyter draws it; `fig.savefig("x.png")` writes it.
+last expression of a notebook cell and Jupyter draws it (as PNG, also when pyplot was never
+imported); `fig.savefig("x.png")` writes it.
 Inputs may be torch tensors (any device or dtype) or numpy arrays.
 
     >>> run = pipe.start("a red circle moving right", seed=0).finish()
@@ -15,6 +16,7 @@ Inputs may be torch tensors (any device or dtype) or numpy arrays.
 from __future__ import annotations
 
 import html
+import io
 import math
 import re
 import warnings
@@ -42,12 +44,20 @@ _NO_TICKS = {"xticks": [], "yticks": []}
 # ---------------------------------------------------------------------------------------- helpers
 
 
+class _Figure(Figure):
+    """A Figure that Jupyter shows as a PNG even when neither pyplot nor `%matplotlib inline` is loaded."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
+
 def _np(x: Any) -> np.ndarray:
     """A torch tensor (any device/dtype) or array-like -> numpy array (floats as float32)."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
-        x = x.float() if x.is_floating_point() else x
-        return x.numpy()
+        return (x.float() if x.is_floating_point() else x).numpy()
     a = np.asarray(x)
     return a.astype(np.float32) if a.dtype.kind == "f" else a
 
@@ -64,9 +74,7 @@ def _images(x: Any) -> np.ndarray:
 
 def _show_token(tok: str) -> str:
     """'red</w>' -> 'red␣'; '<|startoftext|>' -> '<start>'; '<|endoftext|>' -> '<end>'."""
-    if tok in _SHORT:
-        return _SHORT[tok]
-    return tok[: -len(_WORD_END)] + _WORD_END_MARK if tok.endswith(_WORD_END) else tok
+    return _SHORT.get(tok) or (tok[: -len(_WORD_END)] + _WORD_END_MARK if tok.endswith(_WORD_END) else tok)
 
 
 def _token_role(tok: str, pos: int, n: int) -> str:
@@ -75,22 +83,16 @@ def _token_role(tok: str, pos: int, n: int) -> str:
     return "word end" if tok.endswith(_WORD_END) else ""
 
 
-def _positions(embeddings: Any, name: str = "embeddings") -> np.ndarray:
-    """[1, L, D] or [L, D] -> [L, D]."""
+def _positions(embeddings: Any, n: int, name: str = "embeddings") -> np.ndarray:
+    """[1, L, D] or [L, D] -> [L, D], checking that the first n (>= 1) positions are real tokens."""
     e = _np(embeddings)
-    if e.ndim == 3 and e.shape[0] == 1:
-        e = e[0]
+    e = e[0] if e.ndim == 3 and e.shape[0] == 1 else e
     if e.ndim != 2:
         raise _shape_error(name, e, "[1, L, D] or [L, D]", "For a batch, pass one prompt: embeddings[0].")
-    return e
-
-
-def _real_tokens(e: np.ndarray, tokens: Sequence[str]) -> int:
-    n = len(tokens)
     if not 0 < n <= len(e):
-        raise ValueError(f"Got {n} tokens for embeddings of shape {tuple(e.shape)}: expected 1 to {len(e)} tokens "
+        raise ValueError(f"Got {n} tokens for {name} of shape {tuple(e.shape)}: expected 1 to {len(e)} tokens "
                          f"(run.text.tokens).")
-    return n
+    return e
 
 
 def _cosine(a: np.ndarray) -> np.ndarray:
@@ -100,8 +102,9 @@ def _cosine(a: np.ndarray) -> np.ndarray:
 
 
 def _labelled_matrix(fig: Figure, ax, m: np.ndarray, labels: Sequence[str], cbar: str, annotate: bool = False):
+    """A [N, N] similarity in -1..1 with labelled rows and columns; `annotate` writes the values in."""
     im = ax.imshow(m, cmap=_DIVERGING, vmin=-1, vmax=1)
-    ax.set_xticks(range(len(labels)), labels, rotation=90)
+    ax.set_xticks(range(len(labels)), labels, **({"rotation": 30, "ha": "right"} if annotate else {"rotation": 90}))
     ax.set_yticks(range(len(labels)), labels)
     fig.colorbar(im, ax=ax, shrink=0.8, label=cbar)
     if annotate:
@@ -112,7 +115,7 @@ def _labelled_matrix(fig: Figure, ax, m: np.ndarray, labels: Sequence[str], cbar
 
 def _alphas_cumprod(scheduler: Any) -> np.ndarray:
     ac = getattr(scheduler, "alphas_cumprod", scheduler)
-    if ac is None or isinstance(ac, (str, bytes)) or not hasattr(ac, "__len__"):
+    if not hasattr(ac, "__len__") or isinstance(ac, str):
         raise TypeError(f"Expected a diffusers scheduler with `alphas_cumprod` (or that array), got "
                         f"{type(scheduler).__name__}.")
     ac = _np(ac).astype(np.float64)
@@ -161,7 +164,7 @@ def _grid(row_labels: Sequence[str], col_labels: Sequence[str], H: int, W: int,
     """A figure with a grid of tick-free image axes of aspect H:W, rows and columns labelled."""
     rows, cols = len(row_labels), len(col_labels)
     cell = min(1.8, 13.0 / cols)
-    fig = Figure(figsize=(cols * cell + extra_w, rows * cell * H / W + 1.0), layout="constrained")
+    fig = _Figure(figsize=(cols * cell + extra_w, rows * cell * H / W + 1.0), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, subplot_kw=_NO_TICKS)
     for ax, label in zip(axes[:, 0], row_labels):
         ax.set_ylabel(label)
@@ -213,7 +216,7 @@ def token_table(tokens: Sequence[str], ids: Any = None) -> Figure:
     cols = ["position", "token"] + (["id"] if id_list else []) + ["note"]
     cells = [[str(p), _show_token(t)] + ([str(id_list[p])] if id_list else []) + [_token_role(t, p, n)]
              for p, t in enumerate(tokens)]
-    fig = Figure(figsize=(4.5, 0.24 * (n + 1) + 0.5), layout="constrained")
+    fig = _Figure(figsize=(4.5, 0.24 * (n + 1) + 0.5), layout="constrained")
     ax = fig.add_subplot()
     ax.axis("off")
     widths = {"position": 0.6, "token": 1.0, "id": 0.5, "note": 1.0}
@@ -231,11 +234,11 @@ def embedding_norms(embeddings: Any, tokens: Sequence[str], n_padding: int = 3) 
 
     Example: `embedding_norms(run.text.embeddings, run.text.tokens)`
     """
-    e = _positions(embeddings)  # [L, D]
-    n = _real_tokens(e, tokens)
+    n = len(tokens)
+    e = _positions(embeddings, n)  # [L, D]
     norms = np.linalg.norm(e, axis=-1)  # [L]
     k = min(n_padding, len(e) - n)
-    fig = Figure(figsize=(min(14.0, max(6.0, 0.14 * len(e) + 1.5)), 3.8), layout="constrained")
+    fig = _Figure(figsize=(min(14.0, max(6.0, 0.14 * len(e) + 1.5)), 3.8), layout="constrained")
     ax = fig.add_subplot()
     ax.bar(np.arange(n), norms[:n], color="tab:blue", label="prompt tokens")
     ax.bar(np.arange(n, len(e)), norms[n:], color="0.7", label="padding")
@@ -254,10 +257,10 @@ def token_similarity(embeddings: Any, tokens: Sequence[str]) -> Figure:
 
     Example: `token_similarity(run.text.embeddings, run.text.tokens)`
     """
-    e = _positions(embeddings)
-    n = _real_tokens(e, tokens)
+    n = len(tokens)
+    e = _positions(embeddings, n)  # [L, D]
     side = min(12.0, max(4.5, 0.3 * n + 2.5))
-    fig = Figure(figsize=(side + 1, side), layout="constrained")
+    fig = _Figure(figsize=(side + 1, side), layout="constrained")
     ax = fig.add_subplot()
     _labelled_matrix(fig, ax, _cosine(e[:n]), [_show_token(t) for t in tokens], "cosine similarity")
     ax.set_xlabel("token")
@@ -288,20 +291,21 @@ def prompt_similarity(embeddings_list: Sequence[Any], prompts: Sequence[str], po
         if e.ndim == 1:
             vectors.append(e)
             continue
-        e = _positions(e, f"embeddings_list[{i}]")  # [L, D]
-        n = len(e) if lengths is None else _real_tokens(e, [""] * int(lengths[i]))
+        n = len(e[0] if e.ndim == 3 else e) if lengths is None else int(lengths[i])
+        e = _positions(e, n, f"embeddings_list[{i}]")  # [L, D]
         vectors.append(e[:n].mean(0) if pool == "mean" else e[n - 1])
     if len({v.shape for v in vectors}) > 1:
         raise ValueError(f"The prompts' vectors differ in size: {[v.shape for v in vectors]}; use one text encoder.")
-    labels = [p if len(p) <= 32 else p[:31] + "…" for p in prompts]
+    labels = [p if len(p) <= 28 else p[:27] + "…" for p in prompts]
+    labels = [p if p.strip() else repr(p) for p in labels]  # show the empty prompt as ''
     side = max(4.5, 0.9 * len(prompts) + 3)
-    fig = Figure(figsize=(side + 1, side), layout="constrained")
+    fig = _Figure(figsize=(side + 1.6, side), layout="constrained")
     ax = fig.add_subplot()
     _labelled_matrix(fig, ax, _cosine(np.stack(vectors)), labels, "cosine similarity", annotate=True)
     ax.set_xlabel("prompt")
     ax.set_ylabel("prompt")
     how = "mean over tokens" if pool == "mean" else "end-of-text token"
-    ax.set_title(f"How alike the prompts' embeddings are ({how})")
+    ax.set_title(f"How alike the prompts' embeddings are\n(cosine similarity of the {how})")
     return fig
 
 
@@ -320,7 +324,7 @@ def noise_schedule(scheduler: Any, timesteps: Any = None) -> Figure:
     t_all = np.arange(len(ac))
     signal, noise = np.sqrt(ac), np.sqrt(1 - ac)
     snr = ac / np.maximum(1 - ac, 1e-20)
-    fig = Figure(figsize=(7.5, 6), layout="constrained")
+    fig = _Figure(figsize=(7.5, 6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
     top.plot(t_all, signal, label="signal scale √ᾱ_t")
     top.plot(t_all, noise, label="noise scale √(1-ᾱ_t)")
@@ -368,8 +372,8 @@ def latent_stats(trace: Any, names: Sequence[str] = ("step.latents", "step.pred_
     names = [names] if isinstance(names, str) else list(names)
     if not names:
         raise ValueError("names is empty; pass names of step.* tensors in the trace, e.g. ('step.latents',).")
-    fig = Figure(figsize=(7.5, 2.6 * len(names) + 0.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0])
+    fig = _Figure(figsize=(7.5, 2.6 * len(names) + 0.6), layout="constrained")
+    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)[:, 0]
     for ax, name in zip(axes, names):
         a = _per_step(trace, name)
         flat = a.reshape(len(a), -1).astype(np.float64)  # [S, N]
@@ -395,31 +399,27 @@ def trajectory_pca(trace: Any, name: str = "step.latents", also: Sequence[str] =
 
     Example: `trajectory_pca(run.trace, "step.latents", also=("step.pred_x0",))`
     """
+    also = [also] if isinstance(also, str) else also
     if isinstance(trace, (torch.Tensor, np.ndarray)):
-        a = _np(trace)
-        if a.ndim < 2:
-            raise _shape_error("trace", a, "[S, ...] (one tensor per denoising step)")
-        series = {name: a}
+        series = {name: _np(trace)}
+        if series[name].ndim < 2:
+            raise _shape_error("trace", series[name], "[S, ...] (one tensor per denoising step)")
     else:
-        series = {name: _per_step(trace, name)}
         source = getattr(trace, "trace", trace)
-        for extra in also:
-            if extra in source:
-                series[extra] = _per_step(trace, extra)
-            else:
-                warnings.warn(f"{extra!r} is not in the trace; its path is left out.", stacklevel=2)
+        for missing in [n for n in also if n not in source]:
+            warnings.warn(f"{missing!r} is not in the trace; its path is left out.", stacklevel=2)
+        series = {n: _per_step(trace, n) for n in (name, *also) if n == name or n in source}
     flat = [s.reshape(len(s), -1).astype(np.float32) for s in series.values()]  # each [S, N]
     if len({f.shape[1] for f in flat}) > 1:
         raise ValueError(f"The series differ in size: {[tuple(s.shape) for s in series.values()]}.")
     x = np.concatenate(flat)  # [S_total, N]
     centred = x - x.mean(0)
     _, sv, vt = np.linalg.svd(centred, full_matrices=False)
-    k = min(2, len(vt))
-    coords = np.zeros((len(x), 2), np.float32)
-    coords[:, :k] = centred @ vt[:k].T  # [S_total, 2]
-    share = np.zeros(2)
-    share[:k] = sv[:k] ** 2 / max(float((sv**2).sum()), 1e-30)
-    fig = Figure(figsize=(7, 6), layout="constrained")
+    pcs = np.zeros((2, x.shape[1]), np.float32)
+    pcs[: len(vt[:2])] = vt[:2]  # the first two principal directions (zero if there are fewer)
+    coords = centred @ pcs.T  # [S_total, 2]
+    share = np.pad(sv[:2] ** 2, (0, 2 - len(sv[:2]))) / max(float((sv**2).sum()), 1e-30)
+    fig = _Figure(figsize=(7, 6), layout="constrained")
     ax = fig.add_subplot()
     start, span = 0, max(float(np.ptp(coords, axis=0).max()), 1e-12)
     for (label, s), color in zip(series.items(), ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]):
@@ -455,32 +455,30 @@ def guidance_parts(uncond: Any, text: Any, guided: Any, preview_fn: Callable | N
     u, c, g = (_np(v) for v in (uncond, text, guided))
     if not u.shape == c.shape == g.shape:
         raise ValueError(f"uncond, text and guided must have one shape, got {u.shape}, {c.shape}, {g.shape}.")
-    as_images = preview_fn is None and u.ndim == 4 and u.shape[-1] == 3
-    if as_images:
-        n_frames = u.shape[0]
-    elif u.ndim in (4, 5):
-        u, c, g = (v[0] if v.ndim == 5 else v for v in (u, c, g))  # [C, F, h, w]
-        n_frames = u.shape[1]
-    else:
+    as_images = preview_fn is None and u.ndim == 4 and u.shape[-1] == 3  # [F, H, W, 3]
+    if not as_images and u.ndim not in (4, 5):
         raise _shape_error("uncond", u, "[B, C, F, h, w], [C, F, h, w] (latents) or [F, H, W, 3] (images)")
+    if not as_images:
+        u, c, g = (v[0] if v.ndim == 5 else v for v in (u, c, g))  # [C, F, h, w]
+    n_frames = u.shape[0 if as_images else 1]
     if not -n_frames <= frame < n_frames:
         raise ValueError(f"frame={frame} is out of range for {n_frames} frames.")
     how = ""
     if as_images:
         panels = [_images(v[frame]) for v in (u, c, g)]
         diff = np.linalg.norm(c[frame] - u[frame], axis=-1)  # [H, W]
-    else:
+    elif preview_fn is not None:
+        outs = [_np(preview_fn(v)) for v in (uncond, text, guided)]  # each [..., F, h, w, 3]
+        panels = [_images(o.reshape(-1, *o.shape[-4:])[0, frame]) for o in outs]
+    else:  # a crude look without a preview: channels 0-2 as RGB, on one scale
+        rgb = [np.moveaxis(v[:3, frame], 0, -1) for v in (u, c, g)]  # [h, w, <=3]
+        rgb = [np.repeat(p[..., :1], 3, -1) if p.shape[-1] < 3 else p for p in rgb]
+        lo, hi = min(p.min() for p in rgb), max(p.max() for p in rgb)
+        panels = [(p - lo) / max(hi - lo, 1e-12) for p in rgb]
+        how = " (latent channels 0-2 as RGB)"
+    if not as_images:
         diff = np.linalg.norm(c[:, frame] - u[:, frame], axis=0)  # [h, w]
-        if preview_fn is not None:
-            outs = [_np(preview_fn(v)) for v in (uncond, text, guided)]
-            panels = [_images(o.reshape(-1, *o.shape[-4:])[0, frame]) for o in outs]
-        else:
-            rgb = [np.moveaxis(v[:3, frame], 0, -1) for v in (u, c, g)]  # [h, w, <=3]
-            rgb = [np.repeat(p[..., :1], 3, -1) if p.shape[-1] < 3 else p for p in rgb]
-            lo, hi = min(p.min() for p in rgb), max(p.max() for p in rgb)
-            panels = [(p - lo) / max(hi - lo, 1e-12) for p in rgb]
-            how = " (latent channels 0-2 as RGB)"
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    fig = _Figure(figsize=(13, 3.8), layout="constrained")
     axes = fig.subplots(1, 4, subplot_kw=_NO_TICKS)
     titles = ["unconditional (negative prompt)", "text-conditioned", "|text - unconditional|\n(what the words add)",
               "guided"]
@@ -551,7 +549,7 @@ def latent_channels(latents: Any, frame: int = 0) -> Figure:
     x = z[:, frame].astype(np.float32)  # [C, h, w]
     v = max(float(np.abs(x).max()), 1e-12)
     cols, rows = min(C, 4), math.ceil(C / 4)
-    fig = Figure(figsize=(2.6 * cols + 1.2, 2.6 * rows * x.shape[1] / x.shape[2] + 0.7), layout="constrained")
+    fig = _Figure(figsize=(2.6 * cols + 1.2, 2.6 * rows * x.shape[1] / x.shape[2] + 0.7), layout="constrained")
     axes = _panels(fig, C, 4, **_NO_TICKS)
     for ch, ax in enumerate(axes):
         im = ax.imshow(x[ch], cmap=_DIVERGING, vmin=-v, vmax=v, interpolation="nearest")
@@ -610,7 +608,7 @@ def temporal_attention(matrix: Any, titles: Sequence[str] | None = None) -> Figu
     if not mats or (titles is not None and len(titles) != len(mats)):
         raise ValueError(f"Got {len(mats)} matrices and {None if titles is None else len(titles)} titles; "
                          f"pass at least one matrix and one title per matrix.")
-    fig = Figure(figsize=(4.2 * min(len(mats), 3), 3.6 * math.ceil(len(mats) / 3) + 0.5), layout="constrained")
+    fig = _Figure(figsize=(4.2 * min(len(mats), 3), 3.6 * math.ceil(len(mats) / 3) + 0.5), layout="constrained")
     for i, ax in enumerate(_panels(fig, len(mats), 3)):
         im = ax.imshow(mats[i], cmap="viridis", vmin=0)
         fig.colorbar(im, ax=ax, shrink=0.8, label="attention weight")
