@@ -223,10 +223,12 @@ class StepwisePipeline:
         tok = self.tokenizer
         ids = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids  # [1, 77]
-        full = tok(text, padding="longest", return_tensors="pt").input_ids
         truncated = ""
-        if full.shape[-1] > ids.shape[-1] and not torch.equal(full[0, : ids.shape[-1]], ids[0]):
-            truncated = tok.batch_decode(full[:, tok.model_max_length - 1 : -1])[0]
+        full = tok(text, return_offsets_mapping=True)
+        if len(full["input_ids"]) > tok.model_max_length:
+            # The first token that did not fit sits at index max_length - 1 (index 0 is the start token).
+            # Quote the user's own text from there, not a re-decoding of the tokens.
+            truncated = text[full["offset_mapping"][tok.model_max_length - 1][0]:]
         row = ids[0].tolist()
         eos = tok.eos_token_id
         n = row.index(eos) + 1 if eos in row else len(row)

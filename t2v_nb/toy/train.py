@@ -140,6 +140,8 @@ def encode_dataset(workdir: str, num_videos: int, seed: int = 0, chunk: int = 64
     index = {c: i for i, c in enumerate(data.all_clips())}
     t0 = time.time()
     for start in range(0, num_videos, chunk):
+        if _stop:  # nothing is saved: the cache is rebuilt from the start next time
+            return
         n = min(chunk, num_videos - start)
         videos, _, clips = data.sample_batch(rng, n, "train")
         x = torch.from_numpy(videos.reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2) * 2 - 1  # [n*F, 3, H, W]
@@ -336,6 +338,8 @@ def main(argv=None) -> None:
     if _stop:
         return
     encode_dataset(args.workdir, args.num_videos, seed=args.seed)
+    if _stop:
+        return
     train_unet(args.workdir, args.unet_minutes, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
 
 
