@@ -226,7 +226,9 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
         if part.dtype != dt:  # libraries older than the `dtype=` keyword
             part.to(dtype=dt)
         part.eval().requires_grad_(False)
-    defaults, sched_name = {}, scheduler
+    # A model directory may carry its own defaults (t2v_nb's toy model does); a preset's win.
+    defaults, sched_name = dict(index.get("t2v_nb_defaults", {})), scheduler
+    sched_name = sched_name or defaults.pop("scheduler", None)
     if preset is not None:
         defaults = {k: getattr(preset, k) for k in ("height", "width", "num_frames", "num_inference_steps",
                                                      "guidance_scale", "fps")}
@@ -238,6 +240,10 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
         from .preview import LinearPreview
 
         preview = LinearPreview.load(os.path.join(where, "preview.json"))
+    elif parts["vae"].config.latent_channels == 4 and abs(parts["vae"].config.scaling_factor - 0.18215) < 1e-6:
+        from .preview import sd_vae_preview
+
+        preview = sd_vae_preview()  # the SD-family VAE of ModelScope / ZeroScope
     info = {"source": preset.source if preset else where, "preset": source if preset else None,
             "revision": revision, "variant": variant}
     return StepwisePipeline(**parts, defaults=defaults, source=info, preview=preview)

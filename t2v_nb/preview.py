@@ -14,7 +14,7 @@ import json
 import numpy as np
 import torch
 
-__all__ = ["LinearPreview", "fit_linear_preview", "StepDecoder", "linear_preview", "guidance_parts"]
+__all__ = ["LinearPreview", "fit_linear_preview", "sd_vae_preview", "StepDecoder", "linear_preview", "guidance_parts"]
 
 
 @dataclasses.dataclass
@@ -40,6 +40,18 @@ class LinearPreview:
         with open(path) as f:
             d = json.load(f)
         return cls(np.asarray(d["matrix"], np.float32), np.asarray(d["bias"], np.float32), d.get("source", ""))
+
+
+def sd_vae_preview() -> LinearPreview:
+    """Factors for the Stable-Diffusion-family VAE (ModelScope and ZeroScope use it), on scaled latents.
+
+    These are ComfyUI's published SD1.5 `latent_rgb_factors` (which map to [-1, 1]), rescaled to
+    [0, 1] — a known reference, not fitted by t2v_nb. Refit them for a model with
+    `fit_linear_preview(pipe.vae, latents)` on a GPU.
+    """
+    to_pm1 = np.array([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
+                       [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]], np.float32)
+    return LinearPreview(to_pm1 / 2, np.full(3, 0.5, np.float32), "ComfyUI SD1.5 latent_rgb_factors (reference)")
 
 
 @torch.no_grad()

@@ -301,6 +301,8 @@ def export(workdir: str, out: str) -> None:
         "unet": ["diffusers", "UNetMotionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
         "scheduler": ["diffusers", "DDIMScheduler"],
+        "t2v_nb_defaults": {"height": 64, "width": 64, "num_frames": 8, "num_inference_steps": 20,
+                            "guidance_scale": 7.5, "scheduler": "dpm++", "fps": 8.0},
         "training": {"unet_steps": ckpt["state"]["step"], "unet_minutes": round(ckpt["state"]["seconds"] / 60, 1)},
     }
     with open(os.path.join(out, "model_index.json"), "w") as f:
