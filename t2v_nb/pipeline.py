@@ -99,7 +99,6 @@ class StepwisePipeline:
         self._hooks = Hooks()
         # AnimateDiff-style UNets (UNetMotionModel) want the text embeddings once per frame.
         self._per_frame_text = "motion_max_seq_length" in unet.config
-        self._step_kwargs = set(inspect.signature(scheduler.step).parameters)
 
     # ------------------------------------------------------------------ properties
 
@@ -360,6 +359,7 @@ class Run:
         self.latents = pipe._fire("latents.initial", latents, self)
         self.i = 0
         self._checkpoints: list[_Checkpoint] = []
+        self._step_params: set[str] | None = None
         self.interrupted = False
 
     @property
@@ -431,12 +431,11 @@ class Run:
         B, C, F, h, w = latents.shape
         as_images = lambda x: x.permute(0, 2, 1, 3, 4).reshape(B * F, C, h, w)
         as_video = lambda x: x.reshape(B, F, C, h, w).permute(0, 2, 1, 3, 4)
-        kwargs = {}
-        if "generator" in pipe._step_kwargs:
-            kwargs["generator"] = self.generator
-        if "eta" in pipe._step_kwargs or "eta" in inspect.signature(self.scheduler.step).parameters:
-            kwargs["eta"] = self.params["eta"]
-        kwargs = {k: v for k, v in kwargs.items() if k in inspect.signature(self.scheduler.step).parameters}
+        # As diffusers: the seed's generator (stochastic samplers) and DDIM's eta, where step() takes them.
+        if self._step_params is None:
+            self._step_params = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs = {k: v for k, v in (("generator", self.generator), ("eta", self.params["eta"]))
+                  if k in self._step_params}
         x_img, eps_img = as_images(latents), as_images(noise_pred)
         out = self.scheduler.step(eps_img, t, x_img, **kwargs)
         x0 = as_video(_sched.pred_x0(self.scheduler, out, x_img, eps_img, t, i))
@@ -500,6 +499,7 @@ class Run:
             new.generator.set_state(self.generator.get_state())
             new.latents = self.latents
         new.i, new._checkpoints, new.interrupted = k, list(self._checkpoints[:k]), False
+        new._step_params = None
         new.params["branched_from"] = {"step": k, "seed": self.params["seed"]}
         return new
 

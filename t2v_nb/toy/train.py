@@ -93,8 +93,11 @@ def train_vae(workdir: str, minutes: float, batch_frames: int = 8, lr: float = 1
         for g in opt.param_groups:
             g["lr"] = lr if state["seconds"] < minutes * 40 else lr * 0.3
         post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
+        rec = vae.decode(post.mode()).sample  # as AutoencoderKL.forward does by default
+        # Colour is low-frequency: weight the error of 8x8 block means (one per latent pixel) heavily,
+        # or the small shapes' colours drown in the pixel loss and the VAE learns luminance blobs first.
+        low = F.mse_loss(F.avg_pool2d(rec, 8), F.avg_pool2d(x, 8))
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 10 * low + 1e-6 * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -105,7 +108,7 @@ def train_vae(workdir: str, minutes: float, batch_frames: int = 8, lr: float = 1
             _log(workdir, stage="vae", step=state["step"], loss=float(np.mean(running)), psnr=psnr(),
                  minutes=state["seconds"] / 60)
             running = []
-        if time.time() - last_ckpt > 300:
+        if time.time() - last_ckpt > 180:
             _save({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state}, path)
             last_ckpt = time.time()
     if not _stop:
