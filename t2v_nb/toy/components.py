@@ -39,7 +39,7 @@ VAE_CONFIG = dict(
 )
 UNET_CONFIG = dict(
     sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-    cross_attention_dim=64, num_attention_heads=4, norm_num_groups=16,
+    cross_attention_dim=64, num_attention_heads=4, norm_num_groups=8,
     motion_num_attention_heads=4, motion_max_seq_length=32,
     down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
     up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"),

@@ -66,7 +66,8 @@ def train_vae(workdir: str, minutes: float, batch_frames: int = 8, lr: float = 1
     if os.path.exists(path):
         ckpt = torch.load(path, weights_only=False)
         vae.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
+        if ckpt["opt"] is not None:
+            opt.load_state_dict(ckpt["opt"])
         state = ckpt["state"]
     if state["done"]:
         return
@@ -186,7 +187,8 @@ def train_unet(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5
         text_encoder.load_state_dict(ckpt["text_encoder"])
         ema["unet"].load_state_dict(ckpt["ema_unet"])
         ema["text_encoder"].load_state_dict(ckpt["ema_text_encoder"])
-        opt.load_state_dict(ckpt["opt"])
+        if ckpt["opt"] is not None:
+            opt.load_state_dict(ckpt["opt"])
         state = ckpt["state"]
 
     clips = data.all_clips()
@@ -306,7 +308,8 @@ def export(workdir: str, out: str) -> None:
         "scheduler": ["diffusers", "DDIMScheduler"],
         "t2v_nb_defaults": {"height": 64, "width": 64, "num_frames": 8, "num_inference_steps": 20,
                             "guidance_scale": 7.5, "scheduler": "dpm++", "fps": 8.0},
-        "training": {"unet_steps": ckpt["state"]["step"], "unet_minutes": round(ckpt["state"]["seconds"] / 60, 1)},
+        "training": {"unet_steps": ckpt["state"]["step"], "unet_minutes": round(ckpt["state"]["seconds"] / 60, 1),
+                     "vae_steps": torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["state"]["step"]},
     }
     with open(os.path.join(out, "model_index.json"), "w") as f:
         json.dump(index, f, indent=2)
@@ -320,6 +323,30 @@ def export(workdir: str, out: str) -> None:
     print(f"exported to {out}")
 
 
+def init_from(workdir: str, model_dir: str) -> None:
+    """Seed an empty work directory from exported weights (the shipped model), to train on from there.
+
+    The exported weights are the EMA weights; they become both the live and the EMA copy. The
+    optimizer starts fresh; the step count and training time carry on from model_index.json.
+    """
+    from diffusers import AutoencoderKL, UNetMotionModel
+    from transformers import CLIPTextModel
+
+    with open(os.path.join(model_dir, "model_index.json")) as f:
+        info = json.load(f).get("training", {})
+    if not os.path.exists(os.path.join(workdir, "vae.pt")):
+        vae = AutoencoderKL.from_pretrained(os.path.join(model_dir, "vae"))
+        _save({"model": vae.state_dict(), "opt": None, "state": {"step": info.get("vae_steps", 0), "seconds": 0.0,
+               "done": True}, "scaling_factor": vae.config.scaling_factor}, os.path.join(workdir, "vae.pt"))
+    if not os.path.exists(os.path.join(workdir, "unet.pt")):
+        unet = UNetMotionModel.from_pretrained(os.path.join(model_dir, "unet"))
+        te = CLIPTextModel.from_pretrained(os.path.join(model_dir, "text_encoder"))
+        state = {"step": info.get("unet_steps", 0), "seconds": info.get("unet_minutes", 0.0) * 60}
+        _save({"unet": unet.state_dict(), "text_encoder": te.state_dict(), "ema_unet": unet.state_dict(),
+               "ema_text_encoder": te.state_dict(), "opt": None, "state": state}, os.path.join(workdir, "unet.pt"))
+    print(f"initialised {workdir} from {model_dir}: {info}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="runs/toy")
@@ -331,12 +358,15 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", metavar="DIR", help="write the model in the diffusers layout and exit")
+    p.add_argument("--init-from", metavar="DIR", help="start from exported weights (e.g. t2v_nb/toy/weights)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.workdir, exist_ok=True)
     if args.export:
         export(args.workdir, args.export)
         return
+    if args.init_from:
+        init_from(args.workdir, args.init_from)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     train_vae(args.workdir, args.vae_minutes, seed=args.seed)
