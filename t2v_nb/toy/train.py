@@ -58,7 +58,21 @@ def _save(obj, path: str) -> None:
 
 # ---------------------------------------------------------------- stage 1: VAE
 
-def train_vae(workdir: str, minutes: float, batch_frames: int = 8, lr: float = 1e-3, seed: int = 0) -> None:
+def _crops(frames: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """A size x size crop of each frame that contains its shape, at offsets on the 8-pixel latent grid."""
+    out = np.empty((len(frames), size, size, 3), np.float32)
+    H = frames.shape[1]
+    for k, frame in enumerate(frames):
+        diff = np.abs(frame - frame[0, 0]).sum(-1)  # the corner pixel is background
+        ys, xs = np.nonzero(diff > 0.2)
+        cy, cx = (ys.mean(), xs.mean()) if len(ys) else (H / 2, H / 2)
+        y0 = int(np.clip(8 * round((cy - size / 2 + rng.integers(-8, 9)) / 8), 0, H - size))
+        x0 = int(np.clip(8 * round((cx - size / 2 + rng.integers(-8, 9)) / 8), 0, H - size))
+        out[k] = frame[y0 : y0 + size, x0 : x0 + size]
+    return out
+
+
+def train_vae(workdir: str, minutes: float, batch_frames: int = 16, lr: float = 1e-3, seed: int = 0) -> None:
     path = os.path.join(workdir, "vae.pt")
     vae = components.build_vae(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -86,10 +100,11 @@ def train_vae(workdir: str, minutes: float, batch_frames: int = 8, lr: float = 1
     last_ckpt, running = time.time(), []
     while state["seconds"] < minutes * 60 and not _stop:
         t0 = time.time()
-        # Small batches of frames from several videos: many steps matter more than big batches here.
-        videos, _, _ = data.sample_batch(rng, max(1, batch_frames // 2), "all")
-        frames = videos[np.arange(len(videos))[:, None], rng.integers(0, data.NUM_FRAMES, (len(videos), 2))]
-        x = torch.from_numpy(frames.reshape(-1, 64, 64, 3)[:batch_frames]).permute(0, 3, 1, 2) * 2 - 1  # [N, 3, H, W]
+        # Small batches of 32x32 crops around the shape: a quarter of the pixels of a frame but most of
+        # its information (the VAE is convolutional; it is validated on whole frames).
+        videos, _, _ = data.sample_batch(rng, batch_frames, "all")
+        frames = videos[np.arange(batch_frames), rng.integers(0, data.NUM_FRAMES, batch_frames)]  # [N, H, W, 3]
+        x = torch.from_numpy(_crops(frames, rng)).permute(0, 3, 1, 2) * 2 - 1  # [N, 3, 32, 32]
         # Lower the learning rate for the last third of the budget.
         for g in opt.param_groups:
             g["lr"] = lr if state["seconds"] < minutes * 40 else lr * 0.3
