@@ -29,13 +29,33 @@ import torch
 from . import schedulers as _sched
 from .hooks import HOOK_POINTS, HookContext, Hooks, Trace
 
-__all__ = ["StepwisePipeline", "Run", "Step", "TextFeatures", "NumericalError"]
+__all__ = ["StepwisePipeline", "Run", "Step", "TextFeatures", "NumericalError", "PromptWarning"]
 
 RECORD_DEFAULT = tuple(HOOK_POINTS)  # everything but attention (which is opt-in)
 
 
 class NumericalError(FloatingPointError):
     """NaN or inf appeared in the latents or the frames."""
+
+
+class PromptWarning(UserWarning):
+    """Something about the prompt the user should know (cut at 77 tokens, non-English text)."""
+
+
+# Shown every time, not once per place: a learner re-running a cell should see it again.
+warnings.filterwarnings("always", category=PromptWarning)
+
+
+def _warn_user(message: str, category=UserWarning) -> None:
+    """warnings.warn, attributed to the first caller outside t2v_nb (the user's notebook cell)."""
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 = our caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 @dataclasses.dataclass
@@ -223,7 +243,7 @@ class StepwisePipeline:
         ids = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True,
                   return_tensors="pt").input_ids  # [1, 77]
         truncated = ""
-        full = tok(text, return_offsets_mapping=True)
+        full = tok(text, return_offsets_mapping=True, verbose=False)
         if len(full["input_ids"]) > tok.model_max_length:
             # The first token that did not fit sits at index max_length - 1 (index 0 is the start token).
             # Quote the user's own text from there, not a re-decoding of the tokens.
@@ -238,12 +258,12 @@ class StepwisePipeline:
                     run: "Run | None" = None) -> TextFeatures:
         """Stage 1: tokenize and encode the prompt (and the negative prompt, when guidance is on)."""
         if prompt and not prompt.isascii():
-            warnings.warn("The prompt has non-ASCII characters; they are tokenized byte by byte, and the "
-                          "models were trained on English captions.", stacklevel=3)
+            _warn_user("The prompt has non-ASCII characters; they are tokenized byte by byte, and the "
+                       "models were trained on English captions.", PromptWarning)
         ids, tokens, truncated = self._tokenize(prompt)
         if truncated:
-            warnings.warn(f"The prompt is longer than the {self.tokenizer.model_max_length} tokens the text encoder "
-                          f"reads; this part was cut: {truncated!r}", stacklevel=3)
+            _warn_user(f"The prompt is longer than the {self.tokenizer.model_max_length} tokens the text encoder "
+                       f"reads; this part was cut: {truncated!r}", PromptWarning)
         run = run if run is not None else _NullRun()
         ids = self._fire("text.input_ids", ids.to(self.text_encoder.device), run)
         emb = self.text_encoder(ids)[0].to(self.dtype)  # [B, 77, D]
@@ -514,7 +534,7 @@ class Run:
             raise NumericalError("NaN or inf in the decoded frames: the VAE overflowed (a known float16 failure of "
                                  "video VAEs). Decode in float32: pipe.vae.to(torch.float32), then run.decode().")
         if self.i < self.num_steps:
-            warnings.warn(f"Decoding a partial run: {self.i} of {self.num_steps} steps done.", stacklevel=2)
+            _warn_user(f"Decoding a partial run: {self.i} of {self.num_steps} steps done.")
         return Video(images[0].cpu().numpy(), fps=float(pipe.defaults["fps"]), record=self.record())
 
     def record(self) -> dict:

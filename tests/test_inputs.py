@@ -116,3 +116,14 @@ def test_any_parameters_work_or_raise_a_clear_error(seed, num_frames, height, wi
     if small:
         out = PIPE.start("a", **kwargs).finish(progress=False)
         assert torch.isfinite(out.latents).all() or not math.isfinite(run["guidance_scale"])
+
+
+def test_prompt_warnings_repeat_and_point_at_the_caller():
+    import warnings as w
+
+    prompt = " ".join(f"w{i}" for i in range(50))
+    for _ in range(2):  # a re-run cell warns again
+        with w.catch_warnings(record=True) as caught:
+            PIPE.start(prompt, **FAST)
+        cut = [c for c in caught if "was cut" in str(c.message)]
+        assert len(cut) == 1 and cut[0].filename == __file__
