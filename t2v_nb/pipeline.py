@@ -48,12 +48,11 @@ warnings.filterwarnings("always", category=PromptWarning)
 
 def _warn_user(message: str, category=UserWarning) -> None:
     """warnings.warn, attributed to the first caller outside t2v_nb (the user's notebook cell)."""
-    import os
     import sys
 
-    here = os.path.dirname(os.path.abspath(__file__))
     level, frame = 2, sys._getframe(1)  # stacklevel 2 = our caller
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+    # Skip our frames and torch's no_grad decorator wrappers.
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(("t2v_nb.", "torch.")):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 
