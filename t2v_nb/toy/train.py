@@ -101,10 +101,13 @@ def train_vae(workdir: str, minutes: float, batch_frames: int = 16, lr: float = 
     while state["seconds"] < minutes * 60 and not _stop:
         t0 = time.time()
         # Small batches of 32x32 crops around the shape: a quarter of the pixels of a frame but most of
-        # its information (the VAE is convolutional; it is validated on whole frames).
-        videos, _, _ = data.sample_batch(rng, batch_frames, "all")
-        frames = videos[np.arange(batch_frames), rng.integers(0, data.NUM_FRAMES, batch_frames)]  # [N, H, W, 3]
-        x = torch.from_numpy(_crops(frames, rng)).permute(0, 3, 1, 2) * 2 - 1  # [N, 3, 32, 32]
+        # its information (the VAE is convolutional).
+        # The last 16% of the budget on whole frames, so GroupNorm's statistics match what it will see.
+        whole = state["seconds"] > minutes * 60 * 0.84
+        n = batch_frames // 2 if whole else batch_frames
+        videos, _, _ = data.sample_batch(rng, n, "all")
+        frames = videos[np.arange(n), rng.integers(0, data.NUM_FRAMES, n)]  # [N, H, W, 3]
+        x = torch.from_numpy(frames if whole else _crops(frames, rng)).permute(0, 3, 1, 2) * 2 - 1  # [N, 3, h, w]
         # Lower the learning rate for the last third of the budget.
         for g in opt.param_groups:
             g["lr"] = lr if state["seconds"] < minutes * 40 else lr * 0.3
