@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # machine's disk when it is there (Python 3.11), else whatever pip resolves.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test test-ipywidgets7 bench venv clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,20 @@ demo: venv
 test: venv
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
+# Colab ships ipywidgets 7.x: the widget and notebook tests again in a second environment with 7.7.
+VENV7 := .venv-ipywidgets7
+$(VENV7)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV7)
+	$(VENV7)/bin/python -m pip install -q --upgrade pip
+	$(VENV7)/bin/pip install -q "$(TORCH)" || $(VENV7)/bin/pip install -q torch
+	$(VENV7)/bin/pip install -q -e ".[dev]" "ipywidgets==7.7.*"
+	touch $@
+
+test-ipywidgets7: $(VENV7)/.installed
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENV7)/bin/python -m pytest -q tests/test_widgets.py tests/test_notebooks.py
+
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench.py
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) $(VENV7) outputs .pytest_cache

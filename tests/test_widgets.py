@@ -1,0 +1,227 @@
+"""The studio, kernel-side: clicks are made in Python, assertions are on the studio's own state.
+
+What only a browser can see (that the widgets render at all) is in test_browser.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from conftest import tiny_pipe
+
+from t2v_nb.preview import fit_linear_preview
+from t2v_nb.widgets import VIEWS, Studio
+
+TIMEOUT = 120  # seconds; a run of the tiny model takes well under one
+
+
+@pytest.fixture(scope="module")
+def previewed():
+    """The tiny pipe with linear preview factors fitted on its own VAE (like a preset's)."""
+    pipe = tiny_pipe()
+    torch.manual_seed(0)
+    pipe.preview = fit_linear_preview(pipe.vae, torch.randn(2, 4, 3, 8, 8), "test")
+    return pipe
+
+
+def png(image) -> bytes:
+    """An Image widget's PNG bytes (ipywidgets 8 keeps a memoryview, 7 bytes)."""
+    return bytes(image.value)
+
+
+def run_to_end(studio: Studio) -> None:
+    studio.run_button.click()
+    assert studio.wait(TIMEOUT), "the run did not end"
+    assert studio.error is None, studio.error_traceback
+
+
+def test_run_sets_state_sliders_and_preview(previewed):
+    studio = Studio(previewed, "a red circle", num_inference_steps=4)
+    assert studio.run is None and not studio.running and studio.step_slider.disabled
+    run_to_end(studio)
+    run = studio.run
+    assert run.done and run.i == 4 and [s["i"] for s in studio.steps] == [0, 1, 2, 3]
+    assert [s["t"] for s in studio.steps] == [int(t) for t in run.timesteps]
+    assert (studio.step_slider.min, studio.step_slider.max, studio.step_slider.value) == (0, 3, 3)
+    assert (studio.frame_slider.min, studio.frame_slider.max) == (0, 2)
+    assert (studio.progress.value, studio.progress.max) == (4, 4)
+    assert not studio.step_slider.disabled and not studio.run_button.disabled and studio.stop_button.disabled
+    assert png(studio.preview).startswith(b"\x89PNG") and png(studio.frame_image).startswith(b"\x89PNG")
+    assert "done after 4 of 4 steps" in studio.status.value
+
+    before = png(studio.preview)
+    studio.step_slider.value = 0  # scrubbing redraws at once
+    assert png(studio.preview) != before and studio.render_seconds is not None
+    studio.step_slider.value = 3
+    assert png(studio.preview) == before  # the same step draws the same picture
+    frame_before = png(studio.frame_image)
+    studio.frame_slider.value = 2
+    assert png(studio.frame_image) != frame_before
+
+
+def test_views_and_decodes_are_cached(previewed):
+    studio = Studio(previewed, "a", num_inference_steps=3)
+    run_to_end(studio)
+    pictures = {}
+    for view in VIEWS:
+        studio.view.value = view
+        pictures[view] = png(studio.preview)
+        assert studio.frames().shape[0] == 3  # [F, H, W, 3]
+    assert len(set(pictures.values())) == 3
+    assert studio.frames("decoded x0").shape == (3, 16, 16, 3)  # full size; previews are latent size
+    assert studio.frames("predicted x0").shape == (3, 8, 8, 3)
+    decodes = studio._decoder.decodes
+    studio.view.value = "decoded x0"
+    for step in (0, 1, 2, 0, 1, 2):
+        studio.step_slider.value = step
+    assert studio._decoder.decodes == decodes + 2  # steps 0 and 1 once each; step 2 was decoded above
+
+
+def test_model_without_preview_factors_decodes_instead():
+    pipe = tiny_pipe()
+    assert pipe.preview is None
+    studio = Studio(pipe, "a", num_inference_steps=2)
+    run_to_end(studio)
+    assert studio.frames().shape == (3, 16, 16, 3)  # a VAE decode stands in for the linear preview
+    before = png(studio.preview)
+    studio.step_slider.value = 0
+    assert png(studio.preview) != before
+
+
+def test_stop_leaves_a_partial_run_that_scrubs_and_continues(previewed):
+    studio = Studio(previewed, "a", num_inference_steps=6, min_update_interval=0)
+    at_step_2, clicked = threading.Event(), threading.Event()
+
+    def hold(value, ctx):  # step 2 waits until Stop has been clicked: the stop lands mid-run every time
+        if ctx.step == 2:
+            at_step_2.set()
+            clicked.wait(TIMEOUT)
+
+    with previewed.hooks({"step.latents": hold}):
+        studio.run_button.click()
+        assert at_step_2.wait(TIMEOUT)
+        assert studio.running and not studio.stop_button.disabled and studio.run_button.disabled
+        studio.stop_button.click()  # handled at once, on this thread, while the loop is busy
+        clicked.set()
+        assert studio.wait(TIMEOUT)
+    run = studio.run
+    assert run.i == 3 and 0 < run.i < run.num_steps and not studio.running
+    assert studio.error is None and "stopped after 3 of 6" in studio.status.value
+    assert studio.step_slider.max == 2 and studio.progress.value == 3
+    before = png(studio.preview)
+    studio.step_slider.value = 0
+    assert png(studio.preview) != before
+    assert not studio.continue_button.disabled
+    studio.continue_button.click()
+    assert studio.wait(TIMEOUT) and studio.error is None
+    assert run.done and studio.run is run and [s["i"] for s in studio.steps] == list(range(6))
+    assert studio.step_slider.max == 5 and studio.continue_button.disabled
+
+
+@pytest.mark.parametrize("control, value, words", [
+    ("num_inference_steps", 0, "num_inference_steps must be at least 1"),
+    ("seed", -1, "seed must be in"),
+    ("num_frames", 0, "num_frames must be at least 1"),
+])
+def test_bad_input_shows_a_message_and_the_studio_stays_usable(previewed, control, value, words):
+    studio = Studio(previewed, "a", num_inference_steps=2)
+    good = getattr(studio, control).value
+    getattr(studio, control).value = value
+    studio.run_button.click()
+    assert not studio.running and studio.run is None
+    assert words in studio.error and "Traceback" not in studio.message.value
+    assert words.split()[0] in studio.message.value
+    getattr(studio, control).value = good
+    run_to_end(studio)  # clears the message
+    assert studio.message.value == "" and studio.run.done
+
+
+def test_an_error_during_a_step_keeps_the_steps_done(previewed):
+    studio = Studio(previewed, "a", num_inference_steps=4)
+
+    def fail(value, ctx):
+        if ctx.step == 2:
+            raise RuntimeError("broken hook")
+
+    with previewed.hooks({"step.noise_pred": fail}):
+        studio.run_button.click()
+        assert studio.wait(TIMEOUT)
+    assert studio.error == "RuntimeError: broken hook (during step 2)" and "Traceback" in studio.error_traceback
+    assert studio.run.i == 2 and studio.step_slider.max == 1 and not studio.step_slider.disabled
+    assert not studio.run_button.disabled
+
+
+def test_word_maps_only_when_asked(previewed):
+    studio = Studio(previewed, "red box", num_inference_steps=2)
+    run_to_end(studio)
+    assert not any(n.startswith("attn.") for n in studio.run.trace.names())
+    assert studio.word.disabled and studio.word.value is None and studio.word_image.layout.display == "none"
+
+    studio.capture_attention.value = True
+    run_to_end(studio)
+    assert any(n.startswith("attn.cross.") for n in studio.run.trace.names())
+    assert not studio.word.disabled and studio.word.value == 1  # the first word; 0 is the start marker
+    labels = [label for label, _ in studio.word.options]
+    assert labels[0] == "1: r" and len(labels) == len(studio.run.text.tokens) - 2  # a character tokenizer
+    first = png(studio.word_image)
+    assert first.startswith(b"\x89PNG") and studio.word_image.layout.display == ""
+    studio.word.value = 3
+    assert png(studio.word_image) != first
+
+
+def test_play_loops_the_frame_slider(previewed):
+    studio = Studio(previewed, "a", num_inference_steps=2)
+    run_to_end(studio)
+    seen = {studio.frame_slider.value}
+    studio.play.value = True
+    deadline = time.monotonic() + 10
+    while len(seen) < 3 and time.monotonic() < deadline:
+        seen.add(studio.frame_slider.value)
+        time.sleep(0.01)
+    studio.play.value = False
+    assert seen == {0, 1, 2}
+    studio.start()  # Run stops the player
+    assert studio.wait(TIMEOUT) and not studio.play.value
+
+
+def test_controls_choices_and_classes(previewed):
+    studio = Studio(previewed)
+    for _, (height, width) in studio.size.options:  # every offered size is one the model takes
+        previewed.check_inputs("a", "", 0, 3, height, width, 2, 7.5)
+    assert studio.size.value == (16, 16) and studio.scheduler.value == "ddim"
+    classes = {c for w in _walk(studio.widget) for c in w._dom_classes}
+    assert {"t2v-run", "t2v-stop", "t2v-step-slider", "t2v-frame-slider", "t2v-preview", "t2v-status"} <= classes
+    assert hasattr(studio, "_ipython_display_")
+    for name in ("ddim", "euler"):  # a named scheduler reaches the run
+        studio.scheduler.value = name
+        studio.num_inference_steps.value = 2
+        run_to_end(studio)
+        assert studio.run.record()["scheduler"] == name
+    studio.close()
+
+
+def test_a_scheduler_without_a_short_name_is_offered_as_the_models_own():
+    from diffusers import PNDMScheduler
+
+    pipe = tiny_pipe()
+    pipe.scheduler = PNDMScheduler.from_config(pipe.scheduler.config)  # PRK steps on: not one of SCHEDULERS
+    studio = Studio(pipe)
+    assert studio.scheduler.value is None and studio.scheduler.label == "the model's (PNDMScheduler)"
+    assert studio.settings()["scheduler"] is None  # pipe.start then uses pipe.scheduler
+
+
+def _walk(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _walk(child)
+
+
+def test_warnings_show_as_notes(previewed):
+    studio = Studio(previewed, "a" * 200, num_inference_steps=1)  # longer than the 77 tokens the encoder reads
+    run_to_end(studio)
+    assert studio.error is None and any("cut" in note for note in studio.notes)
+    assert "cut" in studio.message.value
