@@ -123,11 +123,11 @@ class StepwisePipeline:
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        return next(self.unet.parameters()).device  # diffusers' .device walks every submodule (ms per read)
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.unet.dtype
+        return next(self.unet.parameters()).dtype
 
     @property
     def vae_scale_factor(self) -> int:
