@@ -140,14 +140,18 @@ def _resolve(source: str) -> tuple[str, Preset | None]:
                      f"Presets: {', '.join(PRESETS)}.")
 
 
-def _read_index(where: str, revision: str | None, local: bool) -> dict:
+def _read_index(where: str, revision: str | None, local: bool) -> tuple[dict, str | None]:
+    """model_index.json, and for a hub download the commit it resolved to (from the cache path)."""
     if local:
         with open(os.path.join(where, "model_index.json")) as f:
-            return json.load(f)
+            return json.load(f), None
     from huggingface_hub import hf_hub_download
 
-    with open(hf_hub_download(where, "model_index.json", revision=revision)) as f:
-        return json.load(f)
+    path = hf_hub_download(where, "model_index.json", revision=revision)
+    parts = os.path.normpath(path).split(os.sep)
+    commit = parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
+    with open(path) as f:
+        return json.load(f), commit
 
 
 def _component_class(name: str, entry) -> Any:
@@ -198,7 +202,9 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
     dev = choose_device(device)
     dt = choose_dtype(dev, dtype)
     try:
-        index = _read_index(where, revision, local)
+        index, commit = _read_index(where, revision, local)
+        # Load every component from the commit model_index.json came from, so the parts match.
+        revision = commit or revision
         parts = {}
         for name in _COMPONENTS:
             if name not in index:
@@ -245,5 +251,5 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
 
         preview = sd_vae_preview()  # the SD-family VAE of ModelScope / ZeroScope
     info = {"source": preset.source if preset else where, "preset": source if preset else None,
-            "revision": revision, "variant": variant}
+            "revision": revision, "variant": variant}  # for a hub model, the commit actually loaded
     return StepwisePipeline(**parts, defaults=defaults, source=info, preview=preview)

@@ -112,3 +112,14 @@ def test_presets_carry_their_facts():
     assert ms.variant == "fp16" and (ms.height, ms.width, ms.num_frames) == (256, 256, 16)
     assert zs.variant is None and zs.pickle_only and (zs.width, zs.height) == (576, 320)
     assert "watermark" in ms.notes.lower()
+
+
+def test_hub_loads_record_the_commit_they_resolved_to(tmp_path, monkeypatch):
+    snap = tmp_path / "models--a--b" / "snapshots" / "0123abcd" / "model_index.json"
+    snap.parent.mkdir(parents=True)
+    snap.write_text('{"unet": ["diffusers", "UNet3DConditionModel"]}')
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, revision=None: str(snap))
+    index, commit = models._read_index("a/b", None, local=False)
+    assert commit == "0123abcd" and index["unet"][1] == "UNet3DConditionModel"
