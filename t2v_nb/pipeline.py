@@ -412,12 +412,14 @@ class Run:
                 raise NumericalError(
                     f"NaN or inf in the latents at step {i} (t={ti}). In float16 this is a known failure of video "
                     f"UNets; load in float32 (t2v_nb.load(..., dtype=torch.float32)) or lower guidance_scale.")
-        except BaseException:
+        except BaseException as e:
             _sched.restore_state(self.scheduler, sched_state)
             self.generator.set_state(gen_state)
             self.trace.truncate(i)
-            if isinstance(sys_exc := _current_exception(), KeyboardInterrupt):
+            if isinstance(e, KeyboardInterrupt):
                 self.interrupted = True
+            if isinstance(e, torch.OutOfMemoryError):
+                raise torch.OutOfMemoryError(_oom_advice(self, e)) from e
             raise
         self._checkpoints.append(_Checkpoint(self.latents.detach().cpu(), sched_state, gen_state))
         self.latents = result.next_latents
@@ -553,10 +555,23 @@ class Run:
         }
 
 
-def _current_exception():
-    import sys
-
-    return sys.exc_info()[1]
+def _oom_advice(run: "Run", error: BaseException) -> str:
+    """What to change when the UNet runs out of memory: settings that need less, largest saving first."""
+    p = run.params
+    tips = []
+    if p["num_frames"] > 8:
+        tips.append(f"fewer frames (num_frames={p['num_frames'] // 2} halves the activations)")
+    if p["height"] * p["width"] > 256 * 256:
+        tips.append("a smaller size (height=256, width=256)")
+    if run.guidance:
+        tips.append("guidance_scale=1.0 (one UNet pass per step instead of two, no guidance)")
+    if run.trace.record:
+        tips.append("record=None or fewer names (the trace is copied to the CPU, but attention capture "
+                    "holds more on the GPU)")
+    tips.append("float16 (t2v_nb.load(..., dtype=torch.float16)) if you loaded float32")
+    return (f"Out of GPU memory at step {run.i} ({p['num_frames']} frames, {p['height']}x{p['width']}). The run is "
+            f"kept as it was before this step; start again with {'; or '.join(tips)}. Free memory first: "
+            f"del old runs and videos, then torch.cuda.empty_cache(). ({error})")
 
 
 def _record_names(record) -> list[str]:

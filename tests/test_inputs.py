@@ -127,3 +127,36 @@ def test_prompt_warnings_repeat_and_point_at_the_caller():
             PIPE.start(prompt, **FAST)
         cut = [c for c in caught if "was cut" in str(c.message)]
         assert len(cut) == 1 and cut[0].filename == __file__
+
+
+def test_out_of_memory_while_denoising_suggests_settings_and_keeps_the_run():
+    run = PIPE.start("a", **SMALL)
+    run.step()
+
+    def oom(v, ctx):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with PIPE.hooks({"step.noise_pred": oom}):
+        with pytest.raises(torch.OutOfMemoryError, match="guidance_scale=1.0.*Tried to allocate"):
+            run.step()
+    assert run.i == 1
+    run.finish(progress=False)
+
+
+def test_out_of_memory_while_decoding_retries_frame_by_frame(monkeypatch):
+    run = PIPE.start("a", **SMALL).finish(progress=False)
+    expected = run.decode().frames
+    decode = PIPE.vae.decode
+    sizes = []
+
+    def small_gpu(z, *a, **k):
+        sizes.append(len(z))
+        if len(z) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return decode(z, *a, **k)
+
+    monkeypatch.setattr(PIPE.vae, "decode", small_gpu)
+    with pytest.warns(UserWarning, match="one frame at a time"):
+        frames = run.decode().frames
+    assert sizes == [3, 1, 1, 1]
+    assert np.abs(frames - expected).max() < 1e-5
