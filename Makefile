@@ -22,7 +22,7 @@ $(VENV)/.installed: $(BIN)/activate pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	HF_HUB_OFFLINE=1 $(BIN)/python -m t2v_nb.demo --out outputs
+	HF_HUB_OFFLINE=1 $(BIN)/python -m t2v_nb.demo --out outputs --overwrite
 
 test: venv
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
