@@ -76,3 +76,36 @@ def pipe():
 
 
 SMALL = dict(seed=0, num_frames=3, height=16, width=16, num_inference_steps=3)
+
+
+def save_model_dir(path, unet_kind: str = "motion", safe: bool = True, defaults: dict | None = None,
+                   preview: bool = False):
+    """Save tiny_components() in the diffusers layout (model_index.json + a folder per part) at `path`.
+
+    `defaults` go into model_index.json as t2v_nb_defaults; `preview` also fits and saves preview.json.
+    """
+    import json
+    import pathlib
+
+    path = pathlib.Path(path)
+    parts = tiny_components(unet_kind=unet_kind)
+    for name, part in parts.items():
+        if name == "scheduler":
+            part.save_config(path / name)
+        elif name == "tokenizer":
+            part.save_pretrained(path / name)
+        else:
+            part.save_pretrained(path / name, safe_serialization=safe)
+    index = {"_class_name": "TextToVideoSDPipeline" if unet_kind == "3d" else "StepwisePipeline",
+             "tokenizer": ["transformers", "CLIPTokenizer"], "text_encoder": ["transformers", "CLIPTextModel"],
+             "unet": ["diffusers", "UNet3DConditionModel" if unet_kind == "3d" else "UNetMotionModel"],
+             "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", type(parts["scheduler"]).__name__]}
+    if defaults:
+        index["t2v_nb_defaults"] = defaults
+    (path / "model_index.json").write_text(json.dumps(index, indent=1))
+    if preview:
+        from t2v_nb.preview import fit_linear_preview
+
+        torch.manual_seed(0)
+        fit_linear_preview(parts["vae"], torch.randn(2, 4, 4, 8, 8), "test").save(str(path / "preview.json"))
+    return path

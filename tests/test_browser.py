@@ -52,26 +52,10 @@ pytestmark = pytest.mark.skipif(bool(_missing()), reason=f"browser test needs {_
 
 def save_tiny_model(path: Path) -> Path:
     """A tiny random model with a motion UNet in the diffusers layout, with defaults and preview factors."""
-    import torch
-    from conftest import tiny_components
+    from conftest import save_model_dir
 
-    from t2v_nb.preview import fit_linear_preview
-
-    parts = tiny_components(unet_kind="motion")
-    for name, part in parts.items():
-        if name == "scheduler":
-            part.save_config(path / name)
-        else:
-            part.save_pretrained(path / name)
-    index = {"_class_name": "StepwisePipeline", "tokenizer": ["transformers", "CLIPTokenizer"],
-             "text_encoder": ["transformers", "CLIPTextModel"], "unet": ["diffusers", "UNetMotionModel"],
-             "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "DDIMScheduler"],
-             "t2v_nb_defaults": {"height": 16, "width": 16, "num_frames": 4, "num_inference_steps": 8,
-                                 "guidance_scale": 7.5, "fps": 8.0}}
-    (path / "model_index.json").write_text(json.dumps(index))
-    torch.manual_seed(0)
-    fit_linear_preview(parts["vae"], torch.randn(2, 4, 4, 8, 8), "test").save(str(path / "preview.json"))
-    return path
+    return save_model_dir(path, defaults={"height": 16, "width": 16, "num_frames": 4, "num_inference_steps": 8,
+                                          "guidance_scale": 7.5, "fps": 8.0}, preview=True)
 
 
 def _free_port() -> int:

@@ -8,28 +8,14 @@ import warnings
 import pytest
 import torch
 
-from conftest import tiny_components
+from conftest import save_model_dir
 
 import t2v_nb
 from t2v_nb import models
 
 
 def save_dir(tmp_path, unet_kind="3d", safe=True):
-    parts = tiny_components(unet_kind=unet_kind)
-    d = tmp_path / "model"
-    for name, part in parts.items():
-        if name == "scheduler":
-            part.save_config(d / name)
-        elif name == "tokenizer":
-            part.save_pretrained(d / name)
-        else:
-            part.save_pretrained(d / name, safe_serialization=safe)
-    index = {"_class_name": "TextToVideoSDPipeline", "tokenizer": ["transformers", "CLIPTokenizer"],
-             "text_encoder": ["transformers", "CLIPTextModel"], "vae": ["diffusers", "AutoencoderKL"],
-             "unet": ["diffusers", "UNet3DConditionModel" if unet_kind == "3d" else "UNetMotionModel"],
-             "scheduler": ["diffusers", "DDIMScheduler"]}
-    (d / "model_index.json").write_text(json.dumps(index))
-    return d
+    return save_model_dir(tmp_path / "model", unet_kind=unet_kind, safe=safe)
 
 
 def test_load_local_directory_of_either_unet(tmp_path):

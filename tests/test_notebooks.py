@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from conftest import tiny_components
+from conftest import save_model_dir
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -32,24 +32,6 @@ TINY_DEFAULTS = {"height": 16, "width": 16, "num_frames": 3, "num_inference_step
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _save_tiny_model(d: pathlib.Path) -> pathlib.Path:
-    """The tiny motion-UNet components of conftest, saved in the diffusers layout with t2v_nb defaults."""
-    parts = tiny_components(unet_kind="motion")
-    for name, part in parts.items():
-        if name == "scheduler":
-            part.save_config(d / name)
-        elif name == "tokenizer":
-            part.save_pretrained(d / name)
-        else:
-            part.save_pretrained(d / name, safe_serialization=True)
-    index = {"_class_name": "StepwisePipeline", "tokenizer": ["transformers", "CLIPTokenizer"],
-             "text_encoder": ["transformers", "CLIPTextModel"], "unet": ["diffusers", "UNetMotionModel"],
-             "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", type(parts["scheduler"]).__name__],
-             "t2v_nb_defaults": TINY_DEFAULTS}
-    (d / "model_index.json").write_text(json.dumps(index, indent=1))
-    return d
-
-
 @pytest.fixture(scope="module")
 def notebook_model(tmp_path_factory) -> str:
     if os.environ.get("T2V_NB_NOTEBOOK_MODEL") == "toy":
@@ -58,7 +40,7 @@ def notebook_model(tmp_path_factory) -> str:
         if not os.path.isfile(os.path.join(toy_model_dir(), "model_index.json")):
             pytest.skip(f"T2V_NB_NOTEBOOK_MODEL=toy, but the toy-shapes weights are not in {toy_model_dir()} yet.")
         return "toy-shapes"
-    return str(_save_tiny_model(tmp_path_factory.mktemp("tiny_t2v_model")))
+    return str(save_model_dir(tmp_path_factory.mktemp("tiny_t2v_model"), defaults=TINY_DEFAULTS))
 
 
 @pytest.fixture(scope="module")
