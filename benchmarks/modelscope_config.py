@@ -93,17 +93,7 @@ TOY_UNET3D_CONFIG = dict(
 )
 
 
-def char_tokenizer(max_length: int = 77):
-    """A CLIPTokenizer over CLIP's 512 byte symbols (no merges) + the two specials: enough for random weights."""
-    from transformers import CLIPTokenizer
-
-    from t2v_nb.toy.components import _bytes_to_unicode
-
-    symbols = list(_bytes_to_unicode().values())
-    tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
-    tok = CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[])
-    tok.model_max_length = max_length
-    return tok
+from t2v_nb.toy.components import char_tokenizer  # noqa: E402  (re-exported for callers here)
 
 
 def toy_ms_components(seed: int = 0, scheduler: str = "dpm++") -> dict:

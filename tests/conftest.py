@@ -10,17 +10,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def char_tokenizer(max_length: int = 77):
-    """A CLIP tokenizer whose vocabulary is CLIP's 512 byte symbols (no merges) + the two specials."""
-    from transformers import CLIPTokenizer
-
-    from t2v_nb.toy.components import _bytes_to_unicode
-
-    symbols = list(_bytes_to_unicode().values())
-    tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
-    tok = CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[])
-    tok.model_max_length = max_length
-    return tok
+from t2v_nb.toy.components import char_tokenizer  # noqa: E402  (re-exported for callers here)
 
 
 def tiny_components(seed: int = 0, unet_kind: str = "3d", scheduler: str = "ddim", prediction_type: str = "epsilon"):

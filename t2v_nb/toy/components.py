@@ -75,6 +75,20 @@ def clip_bpe_file() -> str:
     return os.path.join(spec.submodule_search_locations[0], "bpe_simple_vocab_16e6.txt.gz")
 
 
+def char_tokenizer(max_length: int = 77):
+    """A CLIPTokenizer over CLIP's 512 byte symbols (no merges) + the two specials, built offline.
+
+    Any text tokenizes (one token per byte); enough for models with random weights (tests, benchmarks).
+    """
+    from transformers import CLIPTokenizer
+
+    symbols = list(_bytes_to_unicode().values())
+    tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
+    tok = CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[])
+    tok.model_max_length = max_length
+    return tok
+
+
 def _merges_for(words: list[str], ranks: dict[tuple[str, str], int]) -> set[tuple[str, str]]:
     """The merges CLIP's BPE applies to spell each word."""
     used = set()
