@@ -543,10 +543,10 @@ class Run:
         from . import _versions
 
         return {
-            **{k: v for k, v in self.params.items()},
+            **self.params,
             "steps_done": self.i,
             "scheduler": _sched.scheduler_name(self.scheduler),
-            "scheduler_config": {k: v for k, v in dict(self.scheduler.config).items()},
+            "scheduler_config": dict(self.scheduler.config),
             "model": dict(self.pipe.source),
             "dtype": str(self.pipe.dtype).replace("torch.", ""),
             "device": str(self.pipe.device),

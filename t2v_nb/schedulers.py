@@ -62,8 +62,8 @@ def scheduler_name(scheduler) -> str:
     cls = type(scheduler).__name__
     for name, (cls_name, extra) in SCHEDULERS.items():
         if cls_name == cls and all(scheduler.config.get(k) == v for k, v in extra.items()):
-            if not extra and any(scheduler.config.get(k) for k in ("use_karras_sigmas",)):
-                continue
+            if not extra and scheduler.config.get("use_karras_sigmas"):
+                continue  # plain "dpm++" vs "dpm++-karras": same class, told apart by this flag
             return name
     return cls
 
