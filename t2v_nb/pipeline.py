@@ -238,19 +238,23 @@ class StepwisePipeline:
     # ------------------------------------------------------------------ stage 1: text
 
     def _tokenize(self, text: str) -> tuple[torch.Tensor, list[str], str]:
+        """Token ids padded/truncated to the encoder's length (as `padding="max_length", truncation=True`),
+        the tokens up to the end token, and the part of `text` that did not fit ("" when all fit).
+        One tokenizer call: the offsets tell where a cut falls in the user's own text."""
         tok = self.tokenizer
-        ids = tok(text, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids  # [1, 77]
-        truncated = ""
+        n_max = tok.model_max_length
         full = tok(text, return_offsets_mapping=True, verbose=False)
-        if len(full["input_ids"]) > tok.model_max_length:
-            # The first token that did not fit sits at index max_length - 1 (index 0 is the start token).
-            # Quote the user's own text from there, not a re-decoding of the tokens.
-            truncated = text[full["offset_mapping"][tok.model_max_length - 1][0]:]
-        row = ids[0].tolist()
-        eos = tok.eos_token_id
-        n = row.index(eos) + 1 if eos in row else len(row)
-        return ids, tok.convert_ids_to_tokens(row[:n]), truncated
+        row, truncated = list(full["input_ids"]), ""
+        if len(row) > n_max:
+            # Keep the start token and the first n_max - 2 tokens, then the end token, as truncation does.
+            # The first token that did not fit sits at index n_max - 1 (index 0 is the start token);
+            # quote the user's own text from there, not a re-decoding of the tokens.
+            truncated = text[full["offset_mapping"][n_max - 1][0]:]
+            row = row[: n_max - 1] + [row[-1]]
+        n = len(row)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        ids = torch.tensor([row + [pad] * (n_max - n)])  # [1, 77]
+        return ids, tok.convert_ids_to_tokens(row), truncated
 
     @torch.no_grad()
     def encode_text(self, prompt: str, negative_prompt: str = "", guidance: bool = True,

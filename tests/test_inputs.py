@@ -95,6 +95,10 @@ def test_any_text_prompt_works(prompt):
     run = PIPE.start(prompt, **FAST)
     assert run.text.tokens[0] == "<|startoftext|>"
     assert run.text.embeddings.shape == (1, 77, 24)
+    # One tokenizer call in t2v_nb gives the ids the tokenizer's own padding and truncation give.
+    expected = PIPE.tokenizer(prompt, padding="max_length", max_length=77, truncation=True,
+                              return_tensors="pt").input_ids
+    assert torch.equal(run.text.input_ids.cpu(), expected)
 
 
 _anything = st.one_of(st.none(), st.booleans(), st.integers(-10, 200), st.floats(allow_nan=True),
