@@ -42,7 +42,7 @@ PRESETS: dict[str, Preset] = {
     "toy-shapes": Preset(
         source="bundled:toy/weights", revision=None, variant=None, height=64, width=64, num_frames=8,
         num_inference_steps=20, guidance_scale=7.5, scheduler="dpm++", fps=8.0,
-        notes="Trained by t2v_nb's own script on moving shapes; CPU, offline. Its UNet is a UNetMotionModel."),
+        notes="Trained by t2v_nb's own script on moving shapes; CPU, offline. Same classes as ModelScope (UNet3DConditionModel)."),
     "modelscope-1.7b": Preset(
         source="ali-vilab/text-to-video-ms-1.7b", revision=None, variant="fp16", height=256, width=256,
         num_frames=16, num_inference_steps=25, guidance_scale=9.0, scheduler="dpm++", fps=8.0,

@@ -35,7 +35,7 @@ def test_ships_in_the_diffusers_layout_under_20_mb():
 
 def test_loads_offline_with_its_defaults(pipe, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert type(pipe.unet).__name__ == "UNetMotionModel"
+    assert type(pipe.unet).__name__ == "UNet3DConditionModel"
     assert (pipe.defaults["height"], pipe.defaults["width"], pipe.defaults["num_frames"]) == (64, 64, 8)
     assert pipe.preview is not None
     assert pipe.tokenizer.model_max_length == pipe.text_encoder.config.max_position_embeddings == 77
@@ -58,3 +58,30 @@ def test_generates_finite_frames_and_the_preview_tracks_the_decode(pipe):
     pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(video.frames).permute(0, 3, 1, 2), 8)
     pooled = pooled.permute(0, 2, 3, 1).numpy()
     assert np.abs(approx - pooled).mean() < 0.1
+
+
+def test_diffusers_pipeline_loads_it_and_makes_the_same_video(pipe):
+    """The toy keeps ModelScope's classes, so diffusers' own pipeline loads the directory; same seed, same latents."""
+    import warnings
+
+    from diffusers import TextToVideoSDPipeline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the pipeline is deprecated
+        ref = TextToVideoSDPipeline.from_pretrained(WEIGHTS)
+    assert type(ref.unet).__name__ == "UNet3DConditionModel"
+    params = dict(num_inference_steps=5, guidance_scale=7.5, height=64, width=64, num_frames=8)
+    ours = pipe.start("a red circle moving right", seed=0, scheduler="ddim", **params).finish(progress=False)
+    ref.scheduler = type(ref.scheduler).from_config(ref.scheduler.config)  # DDIM, as in the directory
+    theirs = ref("a red circle moving right", generator=torch.Generator().manual_seed(0), output_type="latent",
+                 **params).frames
+    assert torch.allclose(ours.latents.float(), theirs.float(), atol=1e-4)
+
+
+def test_learned_direction_of_motion(pipe):
+    """The video moves the way the caption says, read from the pixels, more often than chance (1/4)."""
+    clips = [data.Clip("red", "circle", "right"), data.Clip("white", "square", "left"),
+             data.Clip("blue", "triangle", "up"), data.Clip("yellow", "circle", "down")]
+    hits = sum(evaluate.detect(pipe.generate(data.caption(c), seed=s, progress=False).frames).direction == c.direction
+               for c in clips for s in range(2))
+    assert hits >= 5  # of 8

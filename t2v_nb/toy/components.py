@@ -2,11 +2,10 @@
 
 Same families as ModelScope text-to-video (CLIP tokenizer + CLIP text encoder, a 3-D UNet over
 `[B, C, F, h, w]` latents, the SD-style `AutoencoderKL`, a DDIM scheduler with ModelScope's betas),
-only tiny. One difference, on purpose: the UNet is diffusers' `UNetMotionModel` (AnimateDiff's
-layout: a 2-D UNet with temporal "motion modules" that carry sinusoidal frame positions) instead of
-`UNet3DConditionModel`, whose temporal attention has no frame positions, so a small model trained
-on a CPU could not tell "moving right" from "moving left" (which is the same clip played backwards).
-See `t2v_nb/toy/README.md` for the measurements behind this choice.
+only tiny. The one departure is the scheduler's settings (zero terminal SNR, v-prediction, "trailing"
+timesteps; see SCHEDULER_CONFIG). The UNet comes in two kinds: ModelScope's `UNet3DConditionModel`
+(the shipped model) and, for comparison, AnimateDiff's `UNetMotionModel`. See `t2v_nb/toy/README.md`
+for the measurements behind these choices.
 
 The tokenizer keeps CLIP's byte-level BPE but only the merges that the toy's words need, so those
 words get exactly the token ids' *strings* the full CLIP tokenizer gives, while any other text still
@@ -37,17 +36,33 @@ VAE_CONFIG = dict(
     block_out_channels=(16, 32, 64, 64),
     down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
 )
-UNET_CONFIG = dict(
-    sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-    cross_attention_dim=64, num_attention_heads=4, norm_num_groups=8,
-    motion_num_attention_heads=4, motion_max_seq_length=32,
-    down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
-    up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"),
-)
-# ModelScope's scheduler settings (scaled-linear betas, epsilon prediction).
+# The UNet, in two kinds: ModelScope's `UNet3DConditionModel` ("3d") and AnimateDiff's `UNetMotionModel`
+# ("motion", whose temporal attention adds sinusoidal frame positions). Note the 3d trap: its
+# `attention_head_dim` is the number of heads.
+UNET_CONFIGS = {
+    "3d": dict(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        cross_attention_dim=64, attention_head_dim=4, norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+    ),
+    "motion": dict(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        cross_attention_dim=64, num_attention_heads=4, norm_num_groups=8,
+        motion_num_attention_heads=4, motion_max_seq_length=32,
+        down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
+        up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"),
+    ),
+}
+UNET_CLASSES = {"3d": "UNet3DConditionModel", "motion": "UNetMotionModel"}
+# ModelScope's betas (scaled linear, 0.00085-0.012), rescaled to zero terminal SNR, with v-prediction and
+# "trailing" timesteps so that sampling starts from pure noise at t = 999 (Lin et al. 2024, "Common Diffusion
+# Noise Schedules and Sample Steps are Flawed"). With ModelScope's own schedule (epsilon, alpha_bar_999 =
+# 0.0047) the noisiest training latents still carry the clip's layout, so the toy learned to take its direction
+# of motion from the starting noise instead of the caption: same seed, same direction, whatever the prompt.
 SCHEDULER_CONFIG = dict(
     num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+    clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction",
+    rescale_betas_zero_snr=True, timestep_spacing="trailing",
 )
 
 
@@ -151,12 +166,41 @@ def build_vae(seed: int = 0):
     return AutoencoderKL(**VAE_CONFIG)
 
 
-def build_unet(seed: int = 0):
+def build_unet(seed: int = 0, kind: str = "3d"):
     import torch
-    from diffusers import UNetMotionModel
+    import diffusers
 
+    if kind not in UNET_CONFIGS:
+        raise ValueError(f"Unknown UNet kind {kind!r}; expected one of {list(UNET_CONFIGS)}.")
     torch.manual_seed(seed)
-    return UNetMotionModel(**UNET_CONFIG)
+    return getattr(diffusers, UNET_CLASSES[kind])(**UNET_CONFIGS[kind])
+
+
+def unet_kind(unet) -> str:
+    """"3d" or "motion", from a UNet's class."""
+    for kind, cls in UNET_CLASSES.items():
+        if type(unet).__name__ == cls:
+            return kind
+    raise TypeError(f"Not a toy UNet: {type(unet).__name__}")
+
+
+def warm_start(unet, state_dict: dict) -> list[str]:
+    """Copy into `unet` every tensor of `state_dict` with the same name and size (reshaped where only the
+    shape differs, as 1x1 convolutions vs linear layers). Returns the names of `unet`'s tensors left as they were.
+
+    Moves what one kind of toy UNet learned in its spatial layers (2-D ResNets, spatial attention) to the
+    other kind, whose temporal layers start fresh.
+    """
+    import torch
+
+    own = unet.state_dict()
+    copied = {}
+    for name, value in state_dict.items():
+        if name in own and own[name].numel() == value.numel():
+            copied[name] = value.reshape(own[name].shape).to(own[name].dtype)
+    with torch.no_grad():
+        unet.load_state_dict({**own, **copied})
+    return [n for n in own if n not in copied]
 
 
 def build_scheduler():

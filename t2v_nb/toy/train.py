@@ -7,8 +7,8 @@ where it stopped when started again with the same command:
    its `scaling_factor` (1 / std of the latents) is written into its config.
 2. ``latents``: a fixed set of training videos is encoded once (posterior mean and std per video),
    so the UNet stage spends its CPU on the UNet.
-3. ``unet``: the text encoder and the UNet learn to predict the noise (epsilon, as ModelScope),
-   with min-SNR weighting, 10% empty captions (the default negative prompt is ""), and EMA weights.
+3. ``unet``: the UNet (and the text encoder, unless frozen) learn v-prediction on a zero-terminal-SNR
+   schedule, with "layout" loss weights, 10% empty captions (the default negative prompt is ""), EMA weights.
 
 ``--export DIR`` writes the EMA weights in the diffusers layout (model_index.json + one folder per
 component, safetensors) with the latent -> RGB preview factors fitted for the VAE.
@@ -186,33 +186,48 @@ def _opposite(direction: str) -> str:
     return {"left": "right", "right": "left", "up": "down", "down": "up"}[direction]
 
 
-def loss_weights(alphas_cumprod: torch.Tensor, scheme: str = "layout", gamma: float = 5.0) -> torch.Tensor:
-    """Per-timestep weights on the epsilon loss. [T]
+def loss_weights(alphas_cumprod: torch.Tensor, scheme: str = "layout", gamma: float = 5.0,
+                 prediction_type: str = "v_prediction") -> torch.Tensor:
+    """Per-timestep weights on the loss of the model output (epsilon or v). [T]
 
-    With epsilon prediction the loss at timestep t equals SNR(t) times the error of the implied clean
-    latents, so at high noise (SNR ~ 0.01), where the layout of the clip and so its direction of motion is
-    decided, the plain loss barely depends on whether the model follows the caption.
-    - "min-snr": min(SNR, gamma) / SNR, the Min-SNR-gamma weighting (clean-latent weight min(SNR, gamma)).
-    - "layout": min(SNR + 1, gamma) / SNR (clean-latent weight min(SNR + 1, gamma), as v-prediction's
-      loss weighs it, capped): up to ~120x more weight than "min-snr" on the noisiest steps.
+    The plain loss weighs the error of the implied clean latents by SNR(t) with epsilon prediction and by
+    SNR(t) + 1 with v-prediction. These weights change that into:
+    - "min-snr": min(SNR, gamma) (Min-SNR-gamma);
+    - "layout": min(SNR + 1, gamma): like "min-snr" at low noise, but full weight on the noisiest steps,
+      where the layout of the clip and so its direction of motion is decided (up to ~120x more than
+      "min-snr" there).
     """
     snr = alphas_cumprod / (1 - alphas_cumprod)
     if scheme == "min-snr":
-        return torch.clamp(snr, max=gamma) / snr
-    if scheme == "layout":
-        return torch.clamp(snr + 1, max=gamma) / snr
-    raise ValueError(f"Unknown loss weighting {scheme!r}; expected 'min-snr' or 'layout'.")
+        clean = torch.clamp(snr, max=gamma)
+    elif scheme == "layout":
+        clean = torch.clamp(snr + 1, max=gamma)
+    else:
+        raise ValueError(f"Unknown loss weighting {scheme!r}; expected 'min-snr' or 'layout'.")
+    if prediction_type == "epsilon":
+        return clean / snr.clamp(min=1e-8)
+    if prediction_type == "v_prediction":
+        return clean / (snr + 1)
+    raise ValueError(f"Unsupported prediction_type {prediction_type!r}; expected 'epsilon' or 'v_prediction'.")
 
 
 def train_unet(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5e-4, seed: int = 0,
                p_uncond: float = 0.1, snr_gamma: float = 5.0, ema_decay: float = 0.999,
-               weighting: str = "layout", freeze_text_encoder: bool = False) -> None:
+               weighting: str = "layout", freeze_text_encoder: bool = False, kind: str = "3d",
+               warm_start_from: str | None = None) -> None:
     path = os.path.join(workdir, "unet.pt")
     cache = torch.load(os.path.join(workdir, "latents.pt"))
     vae_scale = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["scaling_factor"]
     tokenizer = components.build_tokenizer()
     text_encoder = components.build_text_encoder(len(tokenizer), seed)
-    unet = components.build_unet(seed)
+    state = {"step": 0, "seconds": 0.0, "unet_kind": kind}
+    if os.path.exists(path):
+        ckpt = torch.load(path, weights_only=False)
+        kind = ckpt["state"].get("unet_kind", "motion")  # checkpoints from before the 3d kind were motion
+    unet = components.build_unet(seed, kind)
+    if warm_start_from and not os.path.exists(path):
+        fresh = components.warm_start(unet, _load_unet_weights(warm_start_from))
+        print(f"warm start from {warm_start_from}: {len(fresh)} of {len(unet.state_dict())} tensors start fresh")
     scheduler = components.build_scheduler()
     if freeze_text_encoder:
         # A frozen text encoder keeps its random init, whose outputs for different words stay apart
@@ -222,16 +237,14 @@ def train_unet(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5
     params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     ema = {"unet": copy.deepcopy(unet).requires_grad_(False), "text_encoder": copy.deepcopy(text_encoder).requires_grad_(False)}
-    state = {"step": 0, "seconds": 0.0}
     if os.path.exists(path):
-        ckpt = torch.load(path, weights_only=False)
         unet.load_state_dict(ckpt["unet"])
         text_encoder.load_state_dict(ckpt["text_encoder"])
         ema["unet"].load_state_dict(ckpt["ema_unet"])
         ema["text_encoder"].load_state_dict(ckpt["ema_text_encoder"])
         if ckpt["opt"] is not None:
             opt.load_state_dict(ckpt["opt"])
-        state = ckpt["state"]
+        state = {"unet_kind": kind, **ckpt["state"]}
 
     clips = data.all_clips()
     # Token ids of every caption variant, and of "" for the unconditional branch.
@@ -240,29 +253,35 @@ def train_unet(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5
                          truncation=True, return_tensors="pt").input_ids
     caption_ids = torch.stack([ids([data.caption(c, k) for k in range(len(data.TEMPLATES))]) for c in clips])  # [60, T, 77]
     empty_ids = ids([""])[0]
-    weight = loss_weights(scheduler.alphas_cumprod, weighting, snr_gamma)  # [1000]
+    pred_kind = scheduler.config.prediction_type
+    weight = loss_weights(scheduler.alphas_cumprod, weighting, snr_gamma, pred_kind)  # [1000]
+
+    def target(x0, noise, t):
+        return scheduler.get_velocity(x0, noise, t) if pred_kind == "v_prediction" else noise
 
     # A fixed probe batch: does the model use the direction word? Loss with the true caption vs the
-    # opposite direction's, at high noise where the layout is decided. A gap > 0 means it does.
+    # opposite direction's, at the highest noise (t in 900-999) where the layout is decided. A gap > 0 means it does.
     probe_rng = torch.Generator().manual_seed(1234)
     probe_idx = torch.randint(0, len(cache["clip"]), (32,), generator=probe_rng)
     probe_noise = torch.randn(32, *cache["mean"].shape[1:], generator=probe_rng)
-    probe_t = torch.randint(800, 950, (32,), generator=probe_rng)
+    probe_t = torch.randint(900, 1000, (32,), generator=probe_rng)
     probe_x0 = cache["mean"][probe_idx].float() * vae_scale
     probe_true = ids([data.caption(clips[int(i)]) for i in cache["clip"][probe_idx]])
     probe_flip = ids([data.caption(data.Clip(clips[int(i)].color, clips[int(i)].shape, _opposite(clips[int(i)].direction)))
                       for i in cache["clip"][probe_idx]])
 
-    def unet_eps(model, te, noisy, t, input_ids):
+    def unet_out(model, te, noisy, t, input_ids):
         emb = te(input_ids)[0]  # [B, 77, D]
-        emb = emb.repeat_interleave(noisy.shape[2], dim=0)  # UNetMotionModel wants one per frame
+        if kind == "motion":
+            emb = emb.repeat_interleave(noisy.shape[2], dim=0)  # UNetMotionModel wants one per frame
         return model(noisy, t, encoder_hidden_states=emb).sample
 
     def probe() -> dict:
         with torch.no_grad():
             noisy = scheduler.add_noise(probe_x0, probe_noise, probe_t)
-            l_true = F.mse_loss(unet_eps(ema["unet"], ema["text_encoder"], noisy, probe_t, probe_true), probe_noise).item()
-            l_flip = F.mse_loss(unet_eps(ema["unet"], ema["text_encoder"], noisy, probe_t, probe_flip), probe_noise).item()
+            probe_target = target(probe_x0, probe_noise, probe_t)
+            l_true = F.mse_loss(unet_out(ema["unet"], ema["text_encoder"], noisy, probe_t, probe_true), probe_target).item()
+            l_flip = F.mse_loss(unet_out(ema["unet"], ema["text_encoder"], noisy, probe_t, probe_flip), probe_target).item()
         return {"probe_loss": l_true, "direction_gap": l_flip - l_true, "direction_gap_rel": (l_flip - l_true) / l_true}
 
     gen = torch.Generator().manual_seed(seed * 1000 + state["step"])
@@ -280,8 +299,8 @@ def train_unet(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
         noisy = scheduler.add_noise(x0, noise, t)
-        pred = unet_eps(unet, text_encoder, noisy, t, input_ids)
-        per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3, 4))
+        pred = unet_out(unet, text_encoder, noisy, t, input_ids)
+        per_sample = (pred - target(x0, noise, t)).pow(2).mean(dim=(1, 2, 3, 4))
         loss = (per_sample * weight[t]).mean()
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (state["step"] + 1) / 300)
@@ -310,6 +329,15 @@ def train_unet(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5
     _save_unet(path, unet, text_encoder, ema, opt, state)
 
 
+def _load_unet_weights(source: str) -> dict:
+    """UNet weights from a work directory (its EMA weights) or an exported model directory."""
+    if os.path.isfile(os.path.join(source, "unet.pt")):
+        return torch.load(os.path.join(source, "unet.pt"), weights_only=False)["ema_unet"]
+    from safetensors.torch import load_file
+
+    return load_file(os.path.join(source, "unet", "diffusion_pytorch_model.safetensors"))
+
+
 def _save_unet(path, unet, text_encoder, ema, opt, state) -> None:
     _save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
            "ema_unet": ema["unet"].state_dict(), "ema_text_encoder": ema["text_encoder"].state_dict(),
@@ -324,8 +352,9 @@ def export(workdir: str, out: str) -> None:
 
     tokenizer = components.build_tokenizer()
     text_encoder = components.build_text_encoder(len(tokenizer))
-    unet = components.build_unet()
     ckpt = torch.load(os.path.join(workdir, "unet.pt"), weights_only=False)
+    kind = ckpt["state"].get("unet_kind", "motion")
+    unet = components.build_unet(kind=kind)
     text_encoder.load_state_dict(ckpt["ema_text_encoder"])
     unet.load_state_dict(ckpt["ema_unet"])
     vae = load_vae(workdir)
@@ -339,11 +368,13 @@ def export(workdir: str, out: str) -> None:
         else:
             part.save_config(os.path.join(out, name))
     index = {
-        "_class_name": "StepwisePipeline",
-        "_t2v_nb": "toy-shapes: same parts as ModelScope text-to-video but a UNetMotionModel (frame positions)",
+        # diffusers' TextToVideoSDPipeline loads the 3d kind (ModelScope's classes); only t2v_nb the motion kind.
+        "_class_name": "TextToVideoSDPipeline" if kind == "3d" else "StepwisePipeline",
+        "_t2v_nb": "toy-shapes: ModelScope text-to-video's parts, tiny, trained on moving shapes" + (
+            "" if kind == "3d" else "; its UNet is a UNetMotionModel (frame positions)"),
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "text_encoder": ["transformers", "CLIPTextModel"],
-        "unet": ["diffusers", "UNetMotionModel"],
+        "unet": ["diffusers", components.UNET_CLASSES[kind]],
         "vae": ["diffusers", "AutoencoderKL"],
         "scheduler": ["diffusers", "DDIMScheduler"],
         "t2v_nb_defaults": {"height": 64, "width": 64, "num_frames": 8, "num_inference_steps": 20,
@@ -369,19 +400,23 @@ def init_from(workdir: str, model_dir: str) -> None:
     The exported weights are the EMA weights; they become both the live and the EMA copy. The
     optimizer starts fresh; the step count and training time carry on from model_index.json.
     """
-    from diffusers import AutoencoderKL, UNetMotionModel
+    import diffusers
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextModel
 
     with open(os.path.join(model_dir, "model_index.json")) as f:
-        info = json.load(f).get("training", {})
+        index = json.load(f)
+    info = index.get("training", {})
+    unet_cls = index["unet"][1]
     if not os.path.exists(os.path.join(workdir, "vae.pt")):
         vae = AutoencoderKL.from_pretrained(os.path.join(model_dir, "vae"))
         _save({"model": vae.state_dict(), "opt": None, "state": {"step": info.get("vae_steps", 0), "seconds": 0.0,
                "done": True}, "scaling_factor": vae.config.scaling_factor}, os.path.join(workdir, "vae.pt"))
     if not os.path.exists(os.path.join(workdir, "unet.pt")):
-        unet = UNetMotionModel.from_pretrained(os.path.join(model_dir, "unet"))
+        unet = getattr(diffusers, unet_cls).from_pretrained(os.path.join(model_dir, "unet"))
         te = CLIPTextModel.from_pretrained(os.path.join(model_dir, "text_encoder"))
-        state = {"step": info.get("unet_steps", 0), "seconds": info.get("unet_minutes", 0.0) * 60}
+        state = {"step": info.get("unet_steps", 0), "seconds": info.get("unet_minutes", 0.0) * 60,
+                 "unet_kind": components.unet_kind(unet)}
         _save({"unet": unet.state_dict(), "text_encoder": te.state_dict(), "ema_unet": unet.state_dict(),
                "ema_text_encoder": te.state_dict(), "opt": None, "state": state}, os.path.join(workdir, "unet.pt"))
     print(f"initialised {workdir} from {model_dir}: {info}")
@@ -396,12 +431,16 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--weighting", choices=("layout", "min-snr"), default="layout",
-                   help="loss weight per timestep (see loss_weights); the first 2,568 steps used min-snr")
+                   help="loss weight per timestep (see loss_weights)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--freeze-text-encoder", action="store_true", help="keep the text encoder at its random init")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", metavar="DIR", help="write the model in the diffusers layout and exit")
     p.add_argument("--init-from", metavar="DIR", help="start from exported weights (e.g. t2v_nb/toy/weights)")
+    p.add_argument("--unet", choices=sorted(components.UNET_CONFIGS), default="3d",
+                   help="UNet kind of a new run: ModelScope's UNet3DConditionModel or AnimateDiff's UNetMotionModel")
+    p.add_argument("--warm-start", metavar="DIR", help="a new run's UNet starts with the tensors of the same name "
+                   "and size from this work or model directory (e.g. the spatial layers of the other kind)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.workdir, exist_ok=True)
@@ -419,7 +458,8 @@ def main(argv=None) -> None:
     if _stop:
         return
     train_unet(args.workdir, args.unet_minutes, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-               weighting=args.weighting, freeze_text_encoder=args.freeze_text_encoder)
+               weighting=args.weighting, freeze_text_encoder=args.freeze_text_encoder, kind=args.unet,
+               warm_start_from=args.warm_start)
 
 
 if __name__ == "__main__":
