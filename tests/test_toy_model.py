@@ -78,10 +78,13 @@ def test_diffusers_pipeline_loads_it_and_makes_the_same_video(pipe):
     assert torch.allclose(ours.latents.float(), theirs.float(), atol=1e-4)
 
 
-def test_learned_direction_of_motion(pipe):
-    """The video moves the way the caption says, read from the pixels, more often than chance (1/4)."""
-    clips = [data.Clip("red", "circle", "right"), data.Clip("white", "square", "left"),
-             data.Clip("blue", "triangle", "up"), data.Clip("yellow", "circle", "down")]
-    hits = sum(evaluate.detect(pipe.generate(data.caption(c), seed=s, progress=False).frames).direction == c.direction
-               for c in clips for s in range(2))
-    assert hits >= 5  # of 8
+def test_meets_the_accuracy_targets_on_a_fixed_sample(pipe):
+    """Issue 3's targets, joint accuracy >= 85% on seen and >= 65% on held-out combinations (default sampler
+    settings), on a fixed sample: every third seen combination and every held-out one, seeds 100 and 101
+    (the full evaluation, `python -m t2v_nb.toy.evaluate`, uses seeds 0-2)."""
+    clips = data.seen_clips()[::3] + data.held_out_clips()
+    report = evaluate.evaluate(lambda prompt, seed: pipe.generate(prompt, seed=seed, progress=False).frames,
+                               clips, seeds=(100, 101), progress=False)
+    assert report.counts["seen"] == 36 and report.counts["held_out"] == 12
+    assert report.accuracy["seen"]["joint"] >= 0.85, report.summary()
+    assert report.accuracy["held_out"]["joint"] >= 0.65, report.summary()
