@@ -191,15 +191,10 @@ def warm_start(unet, state_dict: dict) -> list[str]:
     Moves what one kind of toy UNet learned in its spatial layers (2-D ResNets, spatial attention) to the
     other kind, whose temporal layers start fresh.
     """
-    import torch
-
     own = unet.state_dict()
-    copied = {}
-    for name, value in state_dict.items():
-        if name in own and own[name].numel() == value.numel():
-            copied[name] = value.reshape(own[name].shape).to(own[name].dtype)
-    with torch.no_grad():
-        unet.load_state_dict({**own, **copied})
+    copied = {name: value.reshape(own[name].shape).to(own[name].dtype) for name, value in state_dict.items()
+              if name in own and own[name].numel() == value.numel()}
+    unet.load_state_dict({**own, **copied})
     return [n for n in own if n not in copied]
 
 

@@ -220,12 +220,11 @@ def train_unet(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5
     vae_scale = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["scaling_factor"]
     tokenizer = components.build_tokenizer()
     text_encoder = components.build_text_encoder(len(tokenizer), seed)
-    state = {"step": 0, "seconds": 0.0, "unet_kind": kind}
-    if os.path.exists(path):
-        ckpt = torch.load(path, weights_only=False)
-        kind = ckpt["state"].get("unet_kind", "motion")  # checkpoints from before the 3d kind were motion
+    ckpt = torch.load(path, weights_only=False) if os.path.exists(path) else None
+    if ckpt is not None:
+        kind = _ckpt_kind(ckpt)
     unet = components.build_unet(seed, kind)
-    if warm_start_from and not os.path.exists(path):
+    if warm_start_from and ckpt is None:
         fresh = components.warm_start(unet, _load_unet_weights(warm_start_from))
         print(f"warm start from {warm_start_from}: {len(fresh)} of {len(unet.state_dict())} tensors start fresh")
     scheduler = components.build_scheduler()
@@ -237,7 +236,8 @@ def train_unet(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5
     params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     ema = {"unet": copy.deepcopy(unet).requires_grad_(False), "text_encoder": copy.deepcopy(text_encoder).requires_grad_(False)}
-    if os.path.exists(path):
+    state = {"step": 0, "seconds": 0.0, "unet_kind": kind}
+    if ckpt is not None:
         unet.load_state_dict(ckpt["unet"])
         text_encoder.load_state_dict(ckpt["text_encoder"])
         ema["unet"].load_state_dict(ckpt["ema_unet"])
@@ -329,6 +329,11 @@ def train_unet(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5
     _save_unet(path, unet, text_encoder, ema, opt, state)
 
 
+def _ckpt_kind(ckpt: dict) -> str:
+    """The UNet kind of a checkpoint; those from before the 3d kind existed are "motion"."""
+    return ckpt["state"].get("unet_kind", "motion")
+
+
 def _load_unet_weights(source: str) -> dict:
     """UNet weights from a work directory (its EMA weights) or an exported model directory."""
     if os.path.isfile(os.path.join(source, "unet.pt")):
@@ -353,7 +358,7 @@ def export(workdir: str, out: str) -> None:
     tokenizer = components.build_tokenizer()
     text_encoder = components.build_text_encoder(len(tokenizer))
     ckpt = torch.load(os.path.join(workdir, "unet.pt"), weights_only=False)
-    kind = ckpt["state"].get("unet_kind", "motion")
+    kind = _ckpt_kind(ckpt)
     unet = components.build_unet(kind=kind)
     text_encoder.load_state_dict(ckpt["ema_text_encoder"])
     unet.load_state_dict(ckpt["ema_unet"])
