@@ -136,7 +136,7 @@ def bench_parts(pipe, ref, meta) -> None:
     per_step = {
         "schedulers.save_state": us(lambda: _sched.save_state(sched)),
         "generator.get_state": us(lambda: run.generator.get_state()),
-        "attention scope check": us(lambda: pipe._attention_scope(run, 0, 0)),
+        "attention scope check (Run._attention)": us(lambda: run._attention(0, 0)),
         "schedulers.pred_x0 by formula (dpm++)":
             us(lambda: _sched.pred_x0(sched, None, x_img, x_img, run.timesteps[3], 3)),
     }
@@ -313,8 +313,13 @@ def bench_flops(pipe) -> None:
     class _Run:  # just what capture reads from a Run
         params = {"height": 256, "width": 256, "num_frames": 16}
         latents, guidance, trace = torch.empty(1, 4, 16, 32, 32, device="meta"), True, _hooks.Trace(())
+        pipe = None
 
-    names = pipe._attention_names()
+        def emit(self, name, value, step=None, t=None):
+            return value
+
+    _Run.pipe = pipe
+    names = pipe.attention_names()
     with_capture = ms.count_flops(lambda: _capture_call(pipe, _Run(), names, capture, x, t, emb))
     ops = ms.count_ops(lambda: pipe.unet(x, t, encoder_hidden_states=emb, return_dict=False))
     RAW["flops"] = {"aten_ops_per_unet_call": ops, "params": params, "unet_step": unet, "text_encoder_2x77": text,
@@ -336,7 +341,7 @@ def bench_flops(pipe) -> None:
 
 
 def _capture_call(pipe, run, names, capture, x, t, emb):
-    with capture(pipe, run, 0, 999, names):
+    with capture(run, 0, 999, names) as branch, branch("both"):
         pipe.unet(x, t, encoder_hidden_states=emb, return_dict=False)
 
 

@@ -50,31 +50,14 @@ import torch
 
 from .hooks import check_name
 
-__all__ = ["attention_points", "attention_layers", "capture", "word_maps", "temporal_matrix"]
+__all__ = ["attention_points", "attention_layers", "capture", "word_maps", "temporal_matrix", "UNetObserver"]
 
-# Transformers whose attention runs over frames, not over pixels (diffusers class names).
-_TEMPORAL_TYPES = ("TransformerTemporalModel", "AnimateDiffTransformer3D")
 _CHUNK = 2**24  # most per-head scores computed at once, to bound the memory of one layer's maps
 
 
-def _attention_modules(unet) -> Iterator[tuple[str, str, Any]]:
-    """(kind, module path, module) of each cross- or temporal attention layer, in the UNet's order."""
-    temporal_prefixes: list[str] = []
-    for path, module in unet.named_modules():
-        if type(module).__name__ in _TEMPORAL_TYPES:
-            temporal_prefixes.append(path + ".")
-        if not (hasattr(module, "processor") and hasattr(module, "to_q") and hasattr(module, "to_k")):
-            continue  # not an attention layer
-        if any(path.startswith(p) for p in temporal_prefixes):
-            yield "temporal", path, module  # attn1 and attn2 of a temporal transformer: frames x frames
-        elif getattr(module, "is_cross_attention", False):
-            yield "cross", path, module  # a spatial transformer's attn2: pixels x tokens
-        # spatial self-attention (pixels x pixels) is not a hook point
-
-
-def attention_points(unet) -> list[str]:
-    """Every attention hook point of `unet`: `attn.cross.<path>` and `attn.temporal.<path>`, in order."""
-    return [f"attn.{kind}.{path}" for kind, path, _ in _attention_modules(unet)]
+def attention_points(pipe) -> list[str]:
+    """Every attention hook point of `pipe`: `attn.cross.<path>` and `attn.temporal.<path>`, in order."""
+    return pipe.attention_names()
 
 
 def attention_layers(pipe, height: int | None = None, width: int | None = None,
@@ -85,28 +68,12 @@ def attention_layers(pipe, height: int | None = None, width: int | None = None,
         {name: {"kind": "cross" | "temporal", "resolution": (h_l, w_l), "heads": int, "shape": tuple}},
         where `shape` is the hook value's shape; sizes default to `pipe.defaults`.
     """
-    d = pipe.defaults
-    f = pipe.vae_scale_factor
-    h, w = (height or d["height"]) // f, (width or d["width"]) // f
-    F = num_frames or d["num_frames"]
-    T = pipe.tokenizer.model_max_length
-    unet = pipe.unet
-    downs = [getattr(b, "downsamplers", None) is not None for b in getattr(unet, "down_blocks", [])]
-    ups = [getattr(b, "upsamplers", None) is not None for b in getattr(unet, "up_blocks", [])]
-    sizes = [(h, w)]
-    for _ in range(sum(downs)):  # a stride-2 conv with padding 1 gives ceil(n / 2)
-        sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))
+    d, fam = pipe.defaults, pipe.family
+    _, F, h, w = fam.latent_shape(num_frames or d["num_frames"], height or d["height"], width or d["width"])
+    T = fam.text_length
     out = {}
-    for kind, path, module in _attention_modules(unet):
-        parts = path.split(".")
-        level = 0  # transformer_in and anything before the first block: the full latent grid
-        if parts[0] == "down_blocks":
-            level = sum(downs[: int(parts[1])])
-        elif parts[0] == "mid_block":
-            level = sum(downs)
-        elif parts[0] == "up_blocks":
-            level = sum(downs) - sum(ups[: int(parts[1])])
-        res = sizes[level]
+    for kind, path, module in fam.attention_modules():
+        res = fam.attention_resolution(path, h, w)
         shape = (1, F, *res, T) if kind == "cross" else (1, F, F)
         out[f"attn.{kind}.{path}"] = {"kind": kind, "resolution": res, "heads": module.heads, "shape": shape}
     return out
@@ -158,78 +125,105 @@ def _probs(attn, x: torch.Tensor, context: torch.Tensor | None, mask: torch.Tens
     return torch.cat(out)
 
 
-class _Observer:
-    """An attention processor that measures the attention map, then lets the original one do the work."""
+def _halve(value, half: bool, n: int):
+    """The prompt's half of a guided [uncond, text] batch of `n` rows (all of it when `half` is False)."""
+    if not half or value is None or value.shape[0] != n:
+        return value
+    return value[n // 2 :]
 
-    def __init__(self, original, name: str, kind: str, batch: int, frames: int, grid: tuple[int, int],
-                 guided: bool, sums: dict, counts: dict):
-        self.original, self.name, self.kind = original, name, kind
-        self.batch, self.frames, self.grid, self.guided = batch, frames, grid, guided
-        self.sums, self.counts = sums, counts
-        self.dtype = torch.float32  # of the layer's input, set when it runs
 
-    def __call__(self, attn, hidden_states, *args, **kwargs):
+class UNetObserver:
+    """Reads one attention layer's map of a video UNet (frames run as a batch of images) from its inputs."""
+
+    def __init__(self, kind: str, name: str, run):
+        B, _, F, h, w = run.latents.shape
+        self.kind, self.name, self.batch, self.frames, self.grid = kind, name, B, F, (h, w)
+
+    def measure(self, attn, x: torch.Tensor, args: tuple, kwargs: dict, half: bool) -> torch.Tensor:
         given = dict(zip(("encoder_hidden_states", "attention_mask", "temb"), args), **kwargs)
-        with torch.no_grad():
-            self._measure(attn, hidden_states, given.get("encoder_hidden_states"), given.get("attention_mask"),
-                          given.get("temb"))
-        return self.original(attn, hidden_states, *args, **kwargs)  # the output, exactly as without capture
-
-    def _measure(self, attn, x, context, mask, temb) -> None:
         n = x.shape[0]
-        if self.guided:  # the batch is [uncond, cond]: keep the prompt's half
-            cond = slice(n // 2, n)
-            x = x[cond]
-            context = None if context is None else context[cond]
-            temb = None if temb is None else temb[cond]
-            mask = None if mask is None or mask.shape[0] != n else mask[cond]
-        p = _probs(attn, x, context, mask, temb)  # [n', Lq, Lk]
+        context, mask, temb = (_halve(given.get(k), half, n) for k in ("encoder_hidden_states", "attention_mask", "temb"))
+        p = _probs(attn, _halve(x, half, n), context, mask, temb)  # [n', Lq, Lk]
         B, F = self.batch, self.frames
         if self.kind == "cross":  # rows are (b, frame), queries are pixels
-            value = p.reshape(B, F, *_grid(p.shape[1], *self.grid), p.shape[2])  # [B, F, h_l, w_l, T]
-        else:  # rows are (b, pixel), queries and keys are frames
-            if p.shape[1:] != (F, F):
-                raise RuntimeError(f"{self.name}: expected attention over {F} frames, got {tuple(p.shape[1:])}.")
-            value = p.reshape(B, -1, F, F).mean(1)  # [B, F, F]
-        self.sums[self.name] = self.sums[self.name] + value if self.name in self.sums else value
-        self.counts[self.name] = self.counts.get(self.name, 0) + 1
-        self.dtype = x.dtype
+            return p.reshape(B, F, *_grid(p.shape[1], *self.grid), p.shape[2])  # [B, F, h_l, w_l, T]
+        if p.shape[1:] != (F, F):  # rows are (b, pixel), queries and keys are frames
+            raise RuntimeError(f"{self.name}: expected attention over {F} frames, got {tuple(p.shape[1:])}.")
+        return p.reshape(B, -1, F, F).mean(1)  # [B, F, F]
+
+
+class _Capture:
+    """The state of one step's capture: which guidance branch the model is computing now, and the sums."""
+
+    def __init__(self, guided: bool):
+        self.guided, self.current = guided, None
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.dtypes: dict[str, torch.dtype] = {}
+
+    @contextlib.contextmanager
+    def branch(self, name: str) -> Iterator[None]:
+        """Mark the model calls inside: "text" (measured), "uncond" (not), "both" ([uncond, text] batched)."""
+        if name not in ("text", "uncond", "both"):
+            raise ValueError(f"branch must be 'text', 'uncond' or 'both', not {name!r}.")
+        before, self.current = self.current, name
+        try:
+            yield
+        finally:
+            self.current = before
+
+    def add(self, name: str, value: torch.Tensor, dtype: torch.dtype) -> None:
+        self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.counts[name] = self.counts.get(name, 0) + 1
+        self.dtypes[name] = dtype
+
+
+class _Wrapper:
+    """An attention processor that measures the map (when the text branch runs), then lets the original
+    processor compute the layer's output exactly as without capture."""
+
+    def __init__(self, original, name: str, observer, state: _Capture):
+        self.original, self.name, self.observer, self.state = original, name, observer, state
+
+    def __call__(self, attn, hidden_states, *args, **kwargs):
+        branch = self.state.current
+        if branch in ("text", "both"):
+            with torch.no_grad():
+                half = branch == "both" and self.state.guided
+                value = self.observer.measure(attn, hidden_states, args, kwargs, half)
+            self.state.add(self.name, value, hidden_states.dtype)
+        return self.original(attn, hidden_states, *args, **kwargs)
 
 
 @contextlib.contextmanager
-def capture(pipe, run, i: int, t: int, names: Sequence[str]) -> Iterator[None]:
-    """Measure the attention of the layers `names` during the UNet call(s) inside the `with` block.
+def capture(run, i: int, t: int, names: Sequence[str]) -> Iterator[Any]:
+    """Measure the attention of the layers `names` during the model call(s) inside the `with` block.
 
-    When the block ends normally, each layer's map (averaged over its calls, normally one) goes to
-    `pipe._fire(name, value, run, i, t)`: the hooks on that name, then the trace. The layers' original
-    processors are restored on exit, error or not; after an error nothing is fired.
+    Yields the `branch(name)` marker the family wraps its model calls in. When the block ends normally,
+    each layer's map (averaged over its measured calls, normally one) goes to `run.emit(name, value, i, t)`:
+    the run's hooks on that name, then the trace. The layers' original processors are restored on exit,
+    error or not; after an error nothing is emitted.
     """
-    known = pipe._attention_names()  # attention_points(pipe.unet), cached by the pipeline
-    f = pipe.vae_scale_factor
-    grid = (run.params["height"] // f, run.params["width"] // f)
-    batch, frames = run.latents.shape[0], run.params["num_frames"]
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-    observers: list[_Observer] = []
+    pipe = run.pipe
+    known = pipe.attention_names()
+    state = _Capture(run.guidance)
     installed: list[tuple[Any, Any]] = []
     try:
         for name in names:
             if name not in known:
                 check_name(name, known)  # raises, with the closest names
             kind, path = name.split(".", 2)[1:]
-            attn = pipe.unet.get_submodule(path)
-            obs = _Observer(attn.processor, name, kind, batch, frames, grid, run.guidance, sums, counts)
+            attn = pipe.denoiser.get_submodule(path)
+            observer = pipe.family.attention_observer(kind, name, attn, run)
             installed.append((attn, attn.processor))
-            attn.set_processor(obs)
-            observers.append(obs)
-        yield
+            attn.set_processor(_Wrapper(attn.processor, name, observer, state))
+        yield state.branch
     finally:
         for attn, original in reversed(installed):
             attn.set_processor(original)
-    for obs in observers:
-        if obs.name in sums:
-            value = (sums.pop(obs.name) / counts[obs.name]).to(obs.dtype)
-            pipe._fire(obs.name, value, run, i, t)
+    for name in names:
+        if name in state.sums:
+            run.emit(name, (state.sums[name] / state.counts[name]).to(state.dtypes[name]), i, t)
 
 
 # ---------------------------------------------------------------------- reading the trace
@@ -284,7 +278,7 @@ def _token_positions(trace_or_run, tokens) -> list[list[int]]:
             if text is None:
                 raise TypeError(f"To look up the word {item!r}, pass the Run (it has the token table), "
                                 f"not only its trace; or pass token indices.")
-            plain = [tok.replace("</w>", "") for tok in text.tokens]
+            plain = [w.lower() for w in text.words]
             where = [k for k, tok in enumerate(plain) if tok == item.lower()]
             if not where:
                 raise ValueError(f"{item!r} is not a token of this prompt; its tokens are {text.tokens}. "

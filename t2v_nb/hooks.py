@@ -1,29 +1,41 @@
-"""Named hook points, temporary hooks, and the `Trace` of recorded tensors.
+"""Named hook points, hooks that belong to a run, and the `Trace` of recorded tensors.
 
 Every value the pipeline computes on its way from prompt to video passes through a named point.
-At each point the pipeline (1) calls the hooks registered under that name, in order, each of which
+At each point the run (1) calls the hooks registered under that name, in order, each of which
 may read the value or return a tensor of the same shape to replace it, then (2) records the value
 into the run's `Trace` if that name is being recorded.
 
-The points, with their shapes (B: batch = 1 prompt, C: latent channels, F: frames, h x w: latent
-size, H x W: pixels, D: text width, S: steps recorded):
+The points, with their shapes (B: batch = 1 prompt, L: the text encoder's length (77 for CLIP, 226
+for CogVideoX's T5, 512 for Wan's UMT5), D: text width, C: latent channels, F': latent frames (F for
+models without temporal compression), h x w: latent size, F x H x W: video frames and pixels,
+S: steps recorded):
 
-    text.input_ids              [B, 77]           token ids the text encoder reads
-    text.embeddings             [B, 77, D]        text encoder output for the prompt
-    text.negative_embeddings    [B, 77, D]        ... for the negative prompt ("" by default)
-    latents.initial             [B, C, F, h, w]   starting noise (already scaled by the scheduler)
-    step.latents                [B, C, F, h, w]   x_t entering the step
-    step.noise_pred_uncond      [B, C, F, h, w]   UNet output for the negative prompt
-    step.noise_pred_text        [B, C, F, h, w]   UNet output for the prompt
-    step.noise_pred             [B, C, F, h, w]   after classifier-free guidance
-    step.pred_x0                [B, C, F, h, w]   the model's current guess of the clean latents
-    step.next_latents           [B, C, F, h, w]   x_{t-1}, what the scheduler returns
-    decode.frames               [B, F, H, W, 3]   decoded video, float in [0, 1]
+    text.input_ids              [B, L]             token ids the text encoder reads
+    text.embeddings             [B, L, D]          text embeddings of the prompt, as the denoiser reads them
+    text.negative_embeddings    [B, L, D]          ... of the negative prompt ("" by default)
+    latents.initial             [B, C, F', h, w]   starting noise (already scaled by the scheduler)
+    step.latents                [B, C, F', h, w]   x_t entering the step
+    step.noise_pred_uncond      [B, C, F', h, w]   model output for the negative prompt
+    step.noise_pred_text        [B, C, F', h, w]   model output for the prompt
+    step.noise_pred             [B, C, F', h, w]   after classifier-free guidance
+    step.pred_x0                [B, C, F', h, w]   the model's current guess of the clean latents
+    step.next_latents           [B, C, F', h, w]   x_{t-1}, what the scheduler returns
+    decode.frames               [B, F, H, W, 3]    decoded video, float in [0, 1]
     attn.cross.<layer>          opt-in, see t2v_nb.attention
     attn.temporal.<layer>       opt-in, see t2v_nb.attention
 
+What `step.noise_pred*` hold depends on `pipe.prediction_type` (diffusers' convention: `noise_pred` is
+whatever the model outputs): "epsilon" the noise, "v_prediction" the velocity v = a eps - s x0,
+"flow" the flow velocity (noise - x0), from which x0 = x_t - sigma_t v.
+
+Hooks belong to the run. `pipe.start(...)` copies the hooks active at that moment (those of every
+enclosing `with pipe.hooks({...})` block, plus `start(..., hooks={...})`) into the run, and the run
+uses exactly those for all its steps: also for steps run after the `with` block ended, in later
+cells, or in the studio's background thread. Hooks added after a run started never reach it.
+`run.record()["hooks"]` lists every hook that fired, with the steps it fired at.
+
 In the trace, `step.*` and `attn.*` values are stacked over steps: `trace["step.pred_x0"]` is
-[S, B, C, F, h, w].
+[S, B, C, F', h, w].
 """
 
 from __future__ import annotations
@@ -38,16 +50,16 @@ import torch
 __all__ = ["HOOK_POINTS", "STEP_POINTS", "HookContext", "Hooks", "Trace", "check_name"]
 
 HOOK_POINTS: dict[str, str] = {
-    "text.input_ids": "[B, 77] token ids",
-    "text.embeddings": "[B, 77, D] text encoder output for the prompt",
-    "text.negative_embeddings": "[B, 77, D] text encoder output for the negative prompt",
-    "latents.initial": "[B, C, F, h, w] starting noise",
-    "step.latents": "[B, C, F, h, w] x_t entering the step",
-    "step.noise_pred_uncond": "[B, C, F, h, w] UNet output for the negative prompt",
-    "step.noise_pred_text": "[B, C, F, h, w] UNet output for the prompt",
-    "step.noise_pred": "[B, C, F, h, w] noise prediction after guidance",
-    "step.pred_x0": "[B, C, F, h, w] predicted clean latents",
-    "step.next_latents": "[B, C, F, h, w] x_{t-1}",
+    "text.input_ids": "[B, L] token ids",
+    "text.embeddings": "[B, L, D] text embeddings of the prompt",
+    "text.negative_embeddings": "[B, L, D] text embeddings of the negative prompt",
+    "latents.initial": "[B, C, F', h, w] starting noise",
+    "step.latents": "[B, C, F', h, w] x_t entering the step",
+    "step.noise_pred_uncond": "[B, C, F', h, w] model output for the negative prompt",
+    "step.noise_pred_text": "[B, C, F', h, w] model output for the prompt",
+    "step.noise_pred": "[B, C, F', h, w] model output after guidance (eps, v or flow velocity)",
+    "step.pred_x0": "[B, C, F', h, w] predicted clean latents",
+    "step.next_latents": "[B, C, F', h, w] x_{t-1}",
     "decode.frames": "[B, F, H, W, 3] decoded video in [0, 1]",
 }
 STEP_POINTS = tuple(n for n in HOOK_POINTS if n.startswith("step."))
@@ -88,10 +100,38 @@ class HookContext:
 
 
 class Hooks:
-    """The hooks registered on a pipeline, by point name. Temporary by default (see `scope`)."""
+    """Hooks by point name: a pipeline's active ones (temporary, see `scope`), or a run's own copy of them."""
 
     def __init__(self):
         self._fns: dict[str, list[HookFn]] = {}
+        self.fired: dict[tuple[str, str], list] = {}  # (point, hook name) -> the steps it fired at
+
+    def copy(self, more: dict | None = None, known: Iterable[str] = ()) -> "Hooks":
+        """A new `Hooks` with the hooks active now (plus `more`), which later changes to this one do not reach."""
+        new = Hooks()
+        new._fns = {name: list(fns) for name, fns in self._fns.items() if fns}
+        for name, fn in _checked(more or {}, known):
+            new._fns.setdefault(name, []).append(fn)
+        return new
+
+    def merge(self, other: "Hooks") -> "Hooks":
+        """Add the hooks of `other` that this one does not have yet (the same function is not added twice)."""
+        for name, fns in other._fns.items():
+            mine = self._fns.setdefault(name, [])
+            mine.extend(fn for fn in fns if not any(fn is m for m in mine))
+        return self
+
+    def forget(self, from_step: int) -> None:
+        """Drop the record of firings at steps >= `from_step` (a step that did not complete, or a branch)."""
+        for key, steps in list(self.fired.items()):
+            steps[:] = [s for s in steps if s is None or s < from_step]
+            if not steps:
+                del self.fired[key]
+
+    def report(self) -> list[dict]:
+        """What fired: [{"point", "hook", "steps"}], `steps` None for points outside the denoising loop."""
+        return [{"point": point, "hook": hook, "steps": None if steps == [None] * len(steps) else steps}
+                for (point, hook), steps in self.fired.items()]
 
     def __bool__(self) -> bool:
         return any(self._fns.values())
@@ -102,16 +142,7 @@ class Hooks:
     @contextlib.contextmanager
     def scope(self, hooks: dict[str, HookFn | list[HookFn]], known: Iterable[str] = ()) -> Iterator[None]:
         """Add `hooks` for the duration of a `with` block; they are removed on exit, error or not."""
-        if not isinstance(hooks, dict):
-            raise TypeError(f"hooks must be a dict {{name: fn}}, not {type(hooks).__name__}.")
-        added: list[tuple[str, HookFn]] = []
-        known = list(known)
-        for name, fns in hooks.items():
-            check_name(name, known)
-            for fn in fns if isinstance(fns, (list, tuple)) else [fns]:
-                if not callable(fn):
-                    raise TypeError(f"The hook for {name!r} must be callable as fn(value, ctx), not {fn!r}.")
-                added.append((name, fn))
+        added = _checked(hooks, known)
         try:
             for name, fn in added:
                 self._fns.setdefault(name, []).append(fn)
@@ -124,6 +155,7 @@ class Hooks:
         """Run the hooks of `name` on `value`; a hook that returns a tensor replaces the value."""
         for fn in self._fns.get(name, ()):
             out = fn(value, ctx)
+            self.fired.setdefault((name, _label(fn)), []).append(ctx.step)
             if out is None:
                 continue
             if not isinstance(out, torch.Tensor):
@@ -134,6 +166,29 @@ class Hooks:
                                  f"{tuple(out.shape)}, but the value has shape {tuple(value.shape)}.")
             value = out.to(device=value.device, dtype=value.dtype)
         return value
+
+
+def _checked(hooks, known: Iterable[str]) -> list[tuple[str, HookFn]]:
+    """[(name, fn)] from {name: fn or [fns]}, every name checked and every fn callable."""
+    if not isinstance(hooks, dict):
+        raise TypeError(f"hooks must be a dict {{name: fn}}, not {type(hooks).__name__}.")
+    added: list[tuple[str, HookFn]] = []
+    known = list(known)
+    for name, fns in hooks.items():
+        check_name(name, known)
+        for fn in fns if isinstance(fns, (list, tuple)) else [fns]:
+            if not callable(fn):
+                raise TypeError(f"The hook for {name!r} must be callable as fn(value, ctx), not {fn!r}.")
+            added.append((name, fn))
+    return added
+
+
+def _label(fn) -> str:
+    """A hook's name for the run record: module.qualname (lambdas and partials as Python names them)."""
+    inner = getattr(fn, "func", fn)
+    name = getattr(inner, "__qualname__", None) or type(inner).__name__
+    module = getattr(inner, "__module__", None)
+    return f"{module}.{name}" if module and module != "__main__" else name
 
 
 class Trace:

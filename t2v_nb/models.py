@@ -1,9 +1,11 @@
 """Presets and `load()`: a preset name, a Hugging Face hub id, or a local directory -> StepwisePipeline.
 
 A local directory must be in the diffusers layout: `model_index.json` and one folder per component
-(`tokenizer/ text_encoder/ unet/ vae/ scheduler/`). Component classes are taken from
-`model_index.json` but only from an allow-list of diffusers/transformers classes: no remote code
-ever runs. Weights load from safetensors unless `allow_pickle=True` is passed.
+(`tokenizer/ text_encoder/ unet/ vae/ scheduler/`, or `transformer/` for a diffusion transformer).
+The model's family (`t2v_nb.families`) is found from the component classes `model_index.json` names,
+before any weights load; each slot is loaded only with a class from that family's allow-list of
+diffusers/transformers classes: no remote code ever runs. Weights load from safetensors unless
+`allow_pickle=True` is passed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class Preset:
     fps: float
     pickle_only: bool = False  # the repo ships only .bin (pickle) weights
     notes: str = ""
+    # more components from other repositories: slot -> (hub id, revision), e.g. AnimateDiff's motion adapter
+    extra: tuple[tuple[str, str, str | None], ...] = ()
+    scheduler_config: tuple[tuple[str, Any], ...] = ()  # settings over the repository's scheduler config
 
 
 PRESETS: dict[str, Preset] = {
@@ -44,7 +49,7 @@ PRESETS: dict[str, Preset] = {
         num_inference_steps=20, guidance_scale=7.5, scheduler="dpm++", fps=8.0,
         notes="Trained by t2v_nb's own script on moving shapes; CPU, offline. Same classes as ModelScope (UNet3DConditionModel)."),
     "modelscope-1.7b": Preset(
-        source="ali-vilab/text-to-video-ms-1.7b", revision=None, variant="fp16", height=256, width=256,
+        source="ali-vilab/text-to-video-ms-1.7b", revision="8227dddca75a8561bf858d604cc5dae52b954d01", variant="fp16", height=256, width=256,
         num_frames=16, num_inference_steps=25, guidance_scale=9.0, scheduler="dpm++", fps=8.0,
         notes="License cc-by-nc-4.0 (non-commercial). Trained on data with the Shutterstock watermark, which "
               "shows in its videos. Formerly damo-vilab/text-to-video-ms-1.7b."),
@@ -54,15 +59,18 @@ PRESETS: dict[str, Preset] = {
         pickle_only=True,
         notes="A ModelScope fine-tune without the watermark; made for 576x320 (its UNet config says 256). "
               "Ships only .bin (pickle) weights: load with allow_pickle=True if you trust the source."),
+    "animatediff-v1-5-2": Preset(
+        source="SG161222/Realistic_Vision_V5.1_noVAE", revision=None, variant=None, height=512, width=512,
+        num_frames=16, num_inference_steps=25, guidance_scale=7.5, scheduler="ddim", fps=8.0,
+        extra=(("motion_adapter", "guoyww/animatediff-motion-adapter-v1-5-2", None),),
+        scheduler_config=(("beta_schedule", "linear"), ("clip_sample", False), ("timestep_spacing", "linspace"),
+                          ("steps_offset", 1)),
+        notes="AnimateDiff as in diffusers' docs: the v1-5-2 motion adapter (Apache-2.0) on the Realistic Vision "
+              "5.1 Stable Diffusion 1.5 base (CreativeML Open RAIL-M: read its use restrictions). Motion modules "
+              "know 32 frame positions; made for 16 frames at 512x512. ~4 GB of weights in float16."),
 }
 
-_ALLOWED = {
-    "tokenizer": {("transformers", "CLIPTokenizer"), ("transformers", "CLIPTokenizerFast")},
-    "text_encoder": {("transformers", "CLIPTextModel")},
-    "unet": {("diffusers", "UNet3DConditionModel"), ("diffusers", "UNetMotionModel")},
-    "vae": {("diffusers", "AutoencoderKL")},
-}
-_COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
+_NEEDED = ("tokenizer", "text_encoder", "vae", "scheduler")  # every family has these slots
 
 
 def toy_model_dir() -> str:
@@ -129,7 +137,8 @@ def _resolve(source: str) -> tuple[str, Preset | None]:
     if os.path.isdir(source):
         if not os.path.isfile(os.path.join(source, "model_index.json")):
             raise ValueError(f"{source!r} is a directory but not a model in the diffusers layout: expected "
-                             f"model_index.json and the folders {', '.join(_COMPONENTS)}.")
+                             f"model_index.json and a folder per component ({', '.join(_NEEDED)}, unet or "
+                             f"transformer).")
         return source, None
     parts = source.split("/")
     if len(parts) == 2 and all(parts) and not os.path.exists(source) and not source.startswith((".", "~")):
@@ -154,21 +163,47 @@ def _read_index(where: str, revision: str | None, local: bool) -> tuple[dict, st
         return json.load(f), commit
 
 
-def _component_class(name: str, entry) -> Any:
+def _classes(index: dict) -> dict[str, tuple[str, str]]:
+    """{slot: (library, class)} of the components model_index.json names (optional ones left empty are skipped)."""
+    out = {}
+    for slot, entry in index.items():
+        if slot.startswith("_") or not isinstance(entry, (list, tuple)) or len(entry) != 2 or None in entry:
+            continue
+        out[slot] = (str(entry[0]), str(entry[1]))
+    return out
+
+
+def _component_class(family, slot: str, entry: tuple[str, str]) -> Any:
+    """The class to load `slot` with: only diffusers schedulers, and only the family's allowed classes."""
     import diffusers
     import transformers
 
-    if name == "scheduler":
-        lib, cls_name = entry
+    lib, cls_name = entry
+    if slot == "scheduler":
         cls = getattr(diffusers, cls_name, None) if lib == "diffusers" else None
         if cls is None or not issubclass(cls, diffusers.SchedulerMixin):
-            raise ValueError(f"model_index.json names scheduler {entry!r}; only diffusers schedulers are loaded.")
+            raise ValueError(f"model_index.json names scheduler {list(entry)!r}; only diffusers schedulers are loaded.")
         return cls
-    if tuple(entry) not in _ALLOWED[name]:
-        allowed = ", ".join(f"{lib}.{cls}" for lib, cls in sorted(_ALLOWED[name]))
-        raise ValueError(f"model_index.json names {name} {entry!r}; t2v_nb loads only {allowed} (no remote code).")
-    lib, cls_name = entry
+    allowed = family.allowed(slot)
+    if tuple(entry) not in allowed:
+        names = ", ".join(f"{lib}.{cls}" for lib, cls in sorted(allowed))
+        raise ValueError(f"model_index.json names {slot} {list(entry)!r}; for the {family.name} family t2v_nb loads "
+                         f"only {names} there (no remote code).")
     return getattr(diffusers if lib == "diffusers" else transformers, cls_name)
+
+
+def _load_part(cls, where: str, slot: str, *, local: bool, revision, variant, allow_pickle: bool, dtype):
+    """One component from its subfolder of `where` (a local directory or a hub repository)."""
+    kwargs: dict[str, Any] = {"subfolder": slot} if slot else {}
+    if not local:
+        kwargs["revision"] = revision
+    if slot in ("scheduler", "tokenizer"):
+        return cls.from_pretrained(where, **kwargs)
+    kwargs["use_safetensors"] = None if allow_pickle else True
+    kwargs["dtype"] = dtype
+    if variant:
+        kwargs["variant"] = variant
+    return cls.from_pretrained(where, **kwargs)
 
 
 def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str | None = None,
@@ -188,8 +223,8 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
     >>> pipe = load("toy-shapes")
     >>> video = pipe.generate("a red circle moving right", seed=0)
     """
+    from .families import family_for
     from .pipeline import StepwisePipeline
-    from .schedulers import make_scheduler
 
     where, preset = _resolve(source)
     local = os.path.isdir(where)
@@ -203,53 +238,64 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
     dt = choose_dtype(dev, dtype)
     try:
         index, commit = _read_index(where, revision, local)
-        # Load every component from the commit model_index.json came from, so the parts match.
-        revision = commit or revision
-        parts = {}
-        for name in _COMPONENTS:
-            if name not in index:
-                raise ValueError(f"model_index.json of {source!r} has no {name!r} entry.")
-            cls = _component_class(name, index[name])
-            kwargs: dict[str, Any] = {"subfolder": name}
-            if not local:
-                kwargs["revision"] = revision
-            if name in ("scheduler", "tokenizer"):
-                parts[name] = cls.from_pretrained(where, **kwargs)
-                continue
-            kwargs["use_safetensors"] = None if allow_pickle else True
-            kwargs["dtype"] = dt
-            if variant:
-                kwargs["variant"] = variant
-            parts[name] = cls.from_pretrained(where, **kwargs)
-    except (OSError, EnvironmentError) as e:
+        revision = commit or revision  # every component from the commit model_index.json came from
+        classes = _classes(index)
+        extra = {slot: (repo, rev) for slot, repo, rev in (preset.extra if preset else ())}
+        family = family_for({slot: cls for slot, (_, cls) in classes.items()} | _extra_classes(extra))
+        parts = _load_parts(family, where, classes, local=local, revision=revision, variant=variant,
+                            allow_pickle=allow_pickle, dtype=dt)
+        for slot, (repo, rev) in extra.items():  # e.g. AnimateDiff's motion adapter, from its own repository
+            cls = _component_class(family, slot, next(iter(family.allowed(slot))))
+            parts[slot] = _load_part(cls, repo, "", local=os.path.isdir(repo), revision=rev, variant=None,
+                                     allow_pickle=allow_pickle, dtype=dt)
+    except OSError as e:
         if local:
             raise
         raise OSError(f"Could not load {source!r} from the Hugging Face hub (revision={revision!r}): {e}\n"
                       f"Without network access, use t2v_nb.load('toy-shapes') (bundled) or a local directory "
                       f"in the diffusers layout.") from e
-    for name in ("text_encoder", "unet", "vae"):
-        part = parts[name].to(device=dev)
-        if part.dtype != dt:  # libraries older than the `dtype=` keyword
-            part.to(dtype=dt)
-        part.eval().requires_grad_(False)
-    # A model directory may carry its own defaults (t2v_nb's toy model does); a preset's win.
-    defaults, sched_name = dict(index.get("t2v_nb_defaults", {})), scheduler
-    sched_name = sched_name or defaults.pop("scheduler", None)
-    if preset is not None:
-        defaults = {k: getattr(preset, k) for k in ("height", "width", "num_frames", "num_inference_steps",
-                                                     "guidance_scale", "fps")}
-        sched_name = scheduler or preset.scheduler
-    if sched_name:
-        parts["scheduler"] = make_scheduler(sched_name, parts["scheduler"])
+    for part in parts.values():
+        if isinstance(part, torch.nn.Module):
+            part.to(device=dev)
+            if part.dtype != dt:  # libraries older than the `dtype=` keyword
+                part.to(dtype=dt)
+            part.eval().requires_grad_(False)
+    defaults, parts["scheduler"] = _defaults(index, preset, scheduler, parts["scheduler"])
     preview = None
     if os.path.isfile(os.path.join(where, "preview.json")):
         from .preview import LinearPreview
 
         preview = LinearPreview.load(os.path.join(where, "preview.json"))
-    elif parts["vae"].config.latent_channels == 4 and abs(parts["vae"].config.scaling_factor - 0.18215) < 1e-6:
-        from .preview import sd_vae_preview
-
-        preview = sd_vae_preview()  # the SD-family VAE of ModelScope / ZeroScope
     info = {"source": preset.source if preset else where, "preset": source if preset else None,
             "revision": revision, "variant": variant}  # for a hub model, the commit actually loaded
-    return StepwisePipeline(**parts, defaults=defaults, source=info, preview=preview)
+    return StepwisePipeline(**parts, family=family, defaults=defaults, source=info, preview=preview)
+
+
+def _extra_classes(extra: dict) -> dict[str, str]:
+    """{slot: class} of a preset's extra components, for finding the family (AnimateDiff: MotionAdapter)."""
+    return {slot: "MotionAdapter" for slot in extra if slot == "motion_adapter"}
+
+
+def _load_parts(family, where: str, classes: dict, **how) -> dict[str, Any]:
+    """Every component slot of `family` that model_index.json names, each with an allowed class."""
+    needed = [*family.slots, "scheduler"]
+    missing = [slot for slot in needed if slot not in classes]
+    if missing:
+        raise ValueError(f"model_index.json of {where!r} has no {', '.join(map(repr, missing))} entry.")
+    wanted = needed + [slot for slot in family.optional_slots if slot in classes]
+    return {slot: _load_part(_component_class(family, slot, classes[slot]), where, slot, **how) for slot in wanted}
+
+
+def _defaults(index: dict, preset: Preset | None, scheduler: str | None, base_scheduler):
+    """(defaults, scheduler): a model directory may carry its own defaults (the toy models do); a preset's win."""
+    from .schedulers import make_scheduler
+
+    defaults = dict(index.get("t2v_nb_defaults", {}))
+    name = scheduler or defaults.pop("scheduler", None)
+    if preset is not None:
+        defaults = {k: getattr(preset, k) for k in ("height", "width", "num_frames", "num_inference_steps",
+                                                     "guidance_scale", "fps")}
+        name = scheduler or preset.scheduler
+        if preset.scheduler_config:
+            base_scheduler = type(base_scheduler).from_config({**base_scheduler.config, **dict(preset.scheduler_config)})
+    return defaults, make_scheduler(name, base_scheduler) if name else base_scheduler

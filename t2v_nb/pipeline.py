@@ -1,23 +1,26 @@
 """The stepwise text-to-video pipeline: text -> embeddings, noise -> latents one step at a time, latents -> frames.
 
-`StepwisePipeline` holds the components (as in diffusers: tokenizer, text_encoder, unet, vae,
-scheduler); `pipe.start(...)` returns a `Run` that owns one generation and advances only when asked:
+`StepwisePipeline` holds the components (as in the model's diffusers pipeline: tokenizer,
+text_encoder, unet or transformer, vae, scheduler, ...) and the model's `family`
+(`t2v_nb.families`), which knows how this kind of model does each part. `pipe.start(...)` returns a
+`Run` that owns one generation and advances only when asked:
 
     run = pipe.start("a red circle moving right", seed=0)
     step = run.step()      # one denoising step -> Step(i, t, latents, noise_pred_*, pred_x0, next_latents)
     run.finish()           # the remaining steps
     video = run.decode()   # -> Video
 
-The loop follows diffusers' `TextToVideoSDPipeline` exactly (same noise for a seed, same batching of
-the guidance pass, same scheduler calls), so with the same components both give the same frames;
-what it adds is a named hook point at every value (see `t2v_nb.hooks`) and a record of them.
+The loop below is the same for every family and follows the family's diffusers pipeline exactly
+(same noise for a seed, same model calls, same scheduler calls), so with the same components both
+give the same frames; what it adds is a named hook point at every value (see `t2v_nb.hooks`) and a
+record of them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
-import inspect
 import math
 import numbers
 import random
@@ -27,7 +30,9 @@ from typing import Any
 import torch
 
 from . import schedulers as _sched
-from .hooks import HOOK_POINTS, HookContext, Hooks, Trace
+from .families import family_for, family_named
+from .families.base import Family, no_branch
+from .hooks import HOOK_POINTS, HookContext, Hooks, Trace, check_name
 
 __all__ = ["StepwisePipeline", "Run", "Step", "TextFeatures", "NumericalError", "PromptWarning"]
 
@@ -39,7 +44,7 @@ class NumericalError(FloatingPointError):
 
 
 class PromptWarning(UserWarning):
-    """Something about the prompt the user should know (cut at 77 tokens, non-English text)."""
+    """Something about the prompt the user should know (cut at the encoder's length, non-English text)."""
 
 
 # Shown every time, not once per place: a learner re-running a cell should see it again.
@@ -63,23 +68,31 @@ class TextFeatures:
 
     prompt: str
     negative_prompt: str
-    tokens: list[str]  # the tokens the model reads, start and end markers included, padding not
-    input_ids: torch.Tensor  # [B, 77]
-    embeddings: torch.Tensor  # [B, 77, D]
-    negative_embeddings: torch.Tensor | None  # [B, 77, D]; None when guidance is off
+    tokens: list[str]  # the tokens the model reads, special markers included, padding not
+    input_ids: torch.Tensor  # [B, L]
+    embeddings: torch.Tensor  # [B, L, D]
+    negative_embeddings: torch.Tensor | None  # [B, L, D]; None when guidance is off
     truncated: str = ""  # the part of the prompt beyond the encoder's length, which it never sees
+    mask: torch.Tensor | None = None  # [B, L]: 1 for the prompt's tokens, 0 for padding
+    words: list[str] = dataclasses.field(default_factory=list)  # `tokens` as a learner reads them ("red</w>" -> "red")
+    special: list[bool] = dataclasses.field(default_factory=list)  # which tokens are markers (start, end)
+
+    @property
+    def length(self) -> int:
+        """L: how many positions the text encoder reads (the prompt's tokens plus padding)."""
+        return int(self.input_ids.shape[-1])
 
 
 @dataclasses.dataclass
 class Step:
-    """Everything one denoising step computed. Tensors are on the model's device, [B, C, F, h, w]."""
+    """Everything one denoising step computed. Tensors are on the model's device, [B, C, F', h, w]."""
 
     i: int  # index of the step, 0-based
     t: int  # the scheduler's timestep
     latents: torch.Tensor  # x_t, the input
     noise_pred_uncond: torch.Tensor | None  # None without guidance
     noise_pred_text: torch.Tensor
-    noise_pred: torch.Tensor  # after guidance
+    noise_pred: torch.Tensor  # after guidance (eps, v or flow velocity: see pipe.prediction_type)
     pred_x0: torch.Tensor  # predicted clean latents
     next_latents: torch.Tensor  # x_{t-1}
 
@@ -96,56 +109,95 @@ class _Checkpoint:
     generator_state: torch.Tensor
 
 
+@dataclasses.dataclass
+class _Resume:
+    """Where a branched run starts: step `i` of another run, with its state then."""
+
+    i: int
+    latents: torch.Tensor
+    generator_state: torch.Tensor
+    checkpoints: list
+
+
 class StepwisePipeline:
     """A text-to-video diffusion model opened up: the components plus a loop you drive step by step.
 
-    Build one with `t2v_nb.load(...)`, or directly from diffusers/transformers components.
-    `defaults` holds the model's default `height`, `width`, `num_frames`, `num_inference_steps`,
-    `guidance_scale`, `fps`; `source` describes where the weights came from (for run records).
+    Build one with `t2v_nb.load(...)`, or directly from diffusers/transformers components with the slot
+    names of the model's diffusers pipeline (`unet=` or `transformer=`, `motion_adapter=`, ...); the
+    family is found from the component classes (or pass `family="wan"`). `defaults` holds the model's
+    default `height`, `width`, `num_frames`, `num_inference_steps`, `guidance_scale`, `fps`; `source`
+    describes where the weights came from (for run records).
     """
 
-    def __init__(self, tokenizer, text_encoder, unet, vae, scheduler, *, defaults: dict | None = None,
-                 source: dict | None = None, preview=None):
-        self.tokenizer, self.text_encoder, self.unet, self.vae = tokenizer, text_encoder, unet, vae
-        self.scheduler = scheduler
+    def __init__(self, tokenizer=None, text_encoder=None, unet=None, vae=None, scheduler=None, *,
+                 family: str | type[Family] | None = None, defaults: dict | None = None,
+                 source: dict | None = None, preview=None, **more_components):
+        parts = {"tokenizer": tokenizer, "text_encoder": text_encoder, "unet": unet, "vae": vae,
+                 "scheduler": scheduler, **more_components}
+        parts = {k: v for k, v in parts.items() if v is not None}
+        if isinstance(family, str):
+            family = family_named(family)
+        family = family or family_for({k: type(v).__name__ for k, v in parts.items() if k != "scheduler"})
+        missing = [s for s in (*family.slots, "scheduler") if s not in parts]
+        if missing:
+            raise ValueError(f"The {family.name} family needs the components {', '.join(missing)}; "
+                             f"got {', '.join(parts) or 'none'}.")
+        self._components = family.prepare(parts)
+        for name, part in self._components.items():
+            setattr(self, name, part)
+        self.family: Family = family(self)
         self.source = dict(source or {})
-        self.preview = preview  # linear latent -> RGB factors (t2v_nb.preview.LinearPreview) if known
-        sample = unet.config.get("sample_size") or 32
-        sample = sample[0] if isinstance(sample, (list, tuple)) else sample
-        size = int(sample) * self.vae_scale_factor
-        self.defaults = {"height": size, "width": size, "num_frames": 16, "num_inference_steps": 25,
+        self.preview = preview if preview is not None else self.family.default_preview()
+        size = self.family.default_size()
+        self.defaults = {"height": size[0], "width": size[1], "num_frames": 16, "num_inference_steps": 25,
                          "guidance_scale": 9.0, "fps": 8.0, **(defaults or {})}
         self._hooks = Hooks()
-        # AnimateDiff-style UNets (UNetMotionModel) want the text embeddings once per frame.
-        self._per_frame_text = "motion_max_seq_length" in unet.config
+        self._attn_names: list[str] | None = None
 
     # ------------------------------------------------------------------ properties
 
     @property
+    def components(self) -> dict[str, Any]:
+        """The components by their diffusers slot names."""
+        return dict(self._components)
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The model that predicts at each step: `pipe.unet` or `pipe.transformer`."""
+        return self.family.denoiser
+
+    @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device  # diffusers' .device walks every submodule (ms per read)
+        return next(self.denoiser.parameters()).device  # diffusers' .device walks every submodule (ms per read)
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        return next(self.denoiser.parameters()).dtype
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        """Pixels per latent pixel along height and width."""
+        return self.family.spatial_factor
 
     @property
     def max_frames(self) -> int | None:
-        """The most frames the UNet can take (motion modules have a fixed number of positions)."""
-        return self.unet.config.get("motion_max_seq_length")
+        """The most frames the model can take (motion modules have a fixed number of positions)."""
+        return self.family.max_frames
+
+    @property
+    def prediction_type(self) -> str:
+        """What the model outputs: "epsilon" (noise), "v_prediction" (velocity) or "flow" (flow velocity)."""
+        return _sched.prediction_type(self.scheduler)
 
     def __repr__(self) -> str:
         src = self.source.get("preset") or self.source.get("source") or "components"
-        return (f"StepwisePipeline({src}; {type(self.unet).__name__}, {_sched.scheduler_name(self.scheduler)}, "
-                f"{self.device}, {self.dtype})")
+        return (f"StepwisePipeline({src}; {self.family.name}, {type(self.denoiser).__name__}, "
+                f"{_sched.scheduler_name(self.scheduler)}, {self.device}, {self.dtype})")
 
     def to(self, device=None, dtype=None) -> "StepwisePipeline":
-        for part in (self.text_encoder, self.unet, self.vae):
-            part.to(device=device, dtype=dtype)
+        for part in self._components.values():
+            if isinstance(part, torch.nn.Module):
+                part.to(device=device, dtype=dtype)
         return self
 
     # ------------------------------------------------------------------ hooks
@@ -154,40 +206,22 @@ class StepwisePipeline:
         """Add hooks for a `with` block: `with pipe.hooks({"step.noise_pred": fn}): ...`.
 
         `fn(value, ctx)` returns None to read the value, or a tensor of the same shape to replace it.
-        The hooks are removed when the block exits, also when it raises.
+        Runs started inside the block keep these hooks for all their steps (see `t2v_nb.hooks`). The
+        hooks are removed when the block exits, also when it raises.
         """
-        return self._hooks.scope(hooks, known=self._attention_names())
+        return self._hooks.scope(hooks, known=self.attention_names())
 
-    def _attention_names(self) -> list[str]:
-        """The attention hook points of this UNet ("attn.cross.<layer>", "attn.temporal.<layer>")."""
-        if getattr(self, "_attn_names", None) is None:
-            from .attention import attention_points
-
-            self._attn_names = attention_points(self.unet)
-        return self._attn_names
-
-    def _attention_scope(self, run: "Run", i: int, t: int):
-        """Capture attention during one UNet call, when a hook or the trace wants any of it."""
-        hooked = self._hooks.names()
-        wanted = [n for n in self._attention_names() if n in hooked or run.trace.wants(n)]
-        if not wanted:
-            return contextlib.nullcontext()
-        from .attention import capture
-
-        return capture(self, run, i, t, wanted)
-
-    def _fire(self, name: str, value: torch.Tensor, run: "Run", step: int | None = None, t: int | None = None):
-        if self._hooks:
-            value = self._hooks.fire(name, value, HookContext(name, step, t, run))
-        if run.trace.wants(name):
-            run.trace.add(name, value)
-        return value
+    def attention_names(self) -> list[str]:
+        """The attention hook points of this model ("attn.cross.<layer>", "attn.temporal.<layer>")."""
+        if self._attn_names is None:
+            self._attn_names = [f"attn.{kind}.{path}" for kind, path, _ in self.family.attention_modules()]
+        return list(self._attn_names)
 
     # ------------------------------------------------------------------ stage 0: inputs
 
-    def check_inputs(self, prompt, negative_prompt, seed, num_frames, height, width, num_inference_steps,
-                     guidance_scale) -> dict:
-        """Validate the arguments of `start` (before any model work) and fill in the defaults."""
+    def check_inputs(self, *, prompt, negative_prompt="", seed=None, num_frames=None, height=None, width=None,
+                     num_inference_steps=None, guidance_scale=None) -> dict:
+        """Validate the arguments of `start` (before any model work) and fill in the defaults. No side effects."""
         d = self.defaults
         if not isinstance(prompt, str):
             hint = " One prompt per run: call start() once per prompt." if isinstance(prompt, (list, tuple)) else ""
@@ -196,12 +230,12 @@ class StepwisePipeline:
             negative_prompt = ""
         if not isinstance(negative_prompt, str):
             raise TypeError(f"negative_prompt must be a str (\"\" for none), not {type(negative_prompt).__name__}.")
-        if seed is None:
-            seed = random.SystemRandom().randrange(2**31)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"seed must be an int, not {type(seed).__name__} ({seed!r}).")
-        if not 0 <= int(seed) < 2**63:
-            raise ValueError(f"seed must be in [0, 2**63), got {seed}.")
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+                raise TypeError(f"seed must be an int, not {type(seed).__name__} ({seed!r}).")
+            if not 0 <= int(seed) < 2**63:
+                raise ValueError(f"seed must be in [0, 2**63), got {seed}.")
+            seed = int(seed)
         params = {"num_frames": num_frames, "height": height, "width": width,
                   "num_inference_steps": num_inference_steps}
         for name, value in params.items():
@@ -209,103 +243,79 @@ class StepwisePipeline:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"{name} must be an int, not {type(value).__name__} ({value!r}).")
             params[name] = int(value)
-        if params["num_frames"] < 1:
-            raise ValueError(f"num_frames must be at least 1, got {params['num_frames']}.")
-        if self.max_frames and params["num_frames"] > self.max_frames:
-            raise ValueError(f"num_frames={params['num_frames']} is more than this UNet's motion modules know "
-                             f"positions for ({self.max_frames}).")
         if params["num_inference_steps"] < 1:
             raise ValueError(f"num_inference_steps must be at least 1, got {params['num_inference_steps']}.")
         train_steps = self.scheduler.config.num_train_timesteps
         if params["num_inference_steps"] > train_steps:
             raise ValueError(f"num_inference_steps={params['num_inference_steps']} is more than the "
                              f"{train_steps} timesteps the model was trained with.")
-        f = self.vae_scale_factor
-        smallest = f * 2 ** (len(self.unet.config.block_out_channels) - 1)
-        for name in ("height", "width"):
-            v = params[name]
-            if v % f:
-                raise ValueError(f"`height` and `width` must be multiples of {f} (the VAE's downsampling), "
-                                 f"but {name} is {v}; try {max(smallest, round(v / f) * f)}.")
-            if v < smallest:
-                raise ValueError(f"{name}={v} is too small for this UNet: the smallest size is {smallest}.")
+        self.family.check_size(params["num_frames"], params["height"], params["width"])
         g = d["guidance_scale"] if guidance_scale is None else guidance_scale
         if isinstance(g, bool) or not isinstance(g, numbers.Real) or not math.isfinite(float(g)):
             raise ValueError(f"guidance_scale must be a finite number, got {g!r}.")
-        return {"prompt": prompt, "negative_prompt": negative_prompt, "seed": int(seed), **params,
+        return {"prompt": prompt, "negative_prompt": negative_prompt, "seed": seed, **params,
                 "guidance_scale": float(g)}
 
     # ------------------------------------------------------------------ stage 1: text
-
-    def _tokenize(self, text: str) -> tuple[torch.Tensor, list[str], str]:
-        """Token ids padded/truncated to the encoder's length (as `padding="max_length", truncation=True`),
-        the tokens up to the end token, and the part of `text` that did not fit ("" when all fit).
-        One tokenizer call: the offsets tell where a cut falls in the user's own text."""
-        tok = self.tokenizer
-        n_max = tok.model_max_length
-        full = tok(text, return_offsets_mapping=True, verbose=False)
-        row, truncated = list(full["input_ids"]), ""
-        if len(row) > n_max:
-            # Keep the start token and the first n_max - 2 tokens, then the end token, as truncation does.
-            # The first token that did not fit sits at index n_max - 1 (index 0 is the start token);
-            # quote the user's own text from there, not a re-decoding of the tokens.
-            truncated = text[full["offset_mapping"][n_max - 1][0]:]
-            row = row[: n_max - 1] + [row[-1]]
-        n = len(row)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        ids = torch.tensor([row + [pad] * (n_max - n)])  # [1, 77]
-        return ids, tok.convert_ids_to_tokens(row), truncated
 
     @torch.no_grad()
     def encode_text(self, prompt: str, negative_prompt: str = "", guidance: bool = True,
                     run: "Run | None" = None) -> TextFeatures:
         """Stage 1: tokenize and encode the prompt (and the negative prompt, when guidance is on)."""
+        fam = self.family
         if prompt and not prompt.isascii():
-            _warn_user("The prompt has non-ASCII characters; they are tokenized byte by byte, and the "
-                       "models were trained on English captions.", PromptWarning)
-        ids, tokens, truncated = self._tokenize(prompt)
-        if truncated:
-            _warn_user(f"The prompt is longer than the {self.tokenizer.model_max_length} tokens the text encoder "
-                       f"reads; this part was cut: {truncated!r}", PromptWarning)
-        run = run if run is not None else _NullRun()
-        ids = self._fire("text.input_ids", ids.to(self.text_encoder.device), run)
-        emb = self.text_encoder(ids)[0].to(self.dtype)  # [B, 77, D]
-        emb = self._fire("text.embeddings", emb, run)
+            _warn_user("The prompt has non-ASCII characters; the models were trained mostly on English "
+                       "captions, and a byte-level tokenizer splits such characters into bytes.", PromptWarning)
+        tok = fam.tokenize(fam.clean_prompt(prompt))
+        if tok.truncated:
+            _warn_user(f"The prompt is longer than the {fam.text_length} tokens the text encoder reads; this part "
+                       f"was cut: {tok.truncated!r}", PromptWarning)
+        emit = run.emit if run is not None else (lambda name, value: value)
+        device = self.text_encoder.device
+        ids = emit("text.input_ids", tok.ids.to(device))
+        emb = emit("text.embeddings", fam.encode(ids, tok.mask.to(device)).to(self.dtype))  # [B, L, D]
         neg = None
         if guidance:
-            neg_ids = self._tokenize(negative_prompt)[0].to(self.text_encoder.device)
-            neg = self.text_encoder(neg_ids)[0].to(self.dtype)  # [B, 77, D]
-            neg = self._fire("text.negative_embeddings", neg, run)
-        return TextFeatures(prompt, negative_prompt, tokens, ids, emb, neg, truncated)
+            ntok = fam.tokenize(fam.clean_prompt(negative_prompt))
+            neg = fam.encode(ntok.ids.to(device), ntok.mask.to(device)).to(self.dtype)  # [B, L, D]
+            neg = emit("text.negative_embeddings", neg)
+        return TextFeatures(prompt, negative_prompt, tok.tokens, ids, emb, neg, tok.truncated, tok.mask,
+                            [fam.word(t) for t in tok.tokens], [fam.is_special(t) for t in tok.tokens])
 
     # ------------------------------------------------------------------ the run
 
     def start(self, prompt: str, *, seed: int | None = None, num_frames: int | None = None,
               height: int | None = None, width: int | None = None, num_inference_steps: int | None = None,
               guidance_scale: float | None = None, negative_prompt: str = "", scheduler=None,
-              eta: float = 0.0, record="default") -> "Run":
+              eta: float = 0.0, record="default", hooks: dict | None = None) -> "Run":
         """Check the inputs, encode the text and draw the starting noise; returns a `Run` at step 0.
 
         Args:
             prompt: what the video should show.
-            seed: the initial noise is `torch.randn` from `torch.Generator().manual_seed(seed)` (a CPU
-                generator, as diffusers with `generator=`), so a seed gives the same video on any device.
+            seed: the initial noise is drawn from `torch.Generator().manual_seed(seed)` (a CPU generator, as
+                diffusers with `generator=`), so a seed starts from the same noise on any device (the video
+                can still differ slightly: float16 on a GPU rounds differently from float32 on a CPU).
                 None draws a seed (recorded in `run.params`).
             num_frames, height, width, num_inference_steps, guidance_scale: default to the model's
                 (`pipe.defaults`). Guidance applies `uncond + g * (text - uncond)` for any g != 1: 0 gives
                 the unconditional model, negative values push away from the prompt. (diffusers skips
-                guidance for every g <= 1.)
+                guidance for every g <= 1.) g is 1 + w in the notation of Ho & Salimans.
             negative_prompt: the text guidance steers away from ("" = unconditional).
             scheduler: a short name ("ddim", "dpm++", "euler", ... see `t2v_nb.schedulers.SCHEDULERS`) or a
                 diffusers scheduler; default `pipe.scheduler`. The run works on its own copy.
             eta: DDIM's eta (0 = deterministic).
             record: which hook points the trace keeps: "default" (all but attention), "all", None, or names.
+            hooks: more hooks for this run only, {name: fn}, on top of those of enclosing `pipe.hooks` blocks.
         """
-        p = self.check_inputs(prompt, negative_prompt, seed, num_frames, height, width, num_inference_steps,
-                              guidance_scale)
+        p = self.check_inputs(prompt=prompt, negative_prompt=negative_prompt, seed=seed, num_frames=num_frames,
+                              height=height, width=width, num_inference_steps=num_inference_steps,
+                              guidance_scale=guidance_scale)
+        if p["seed"] is None:
+            p["seed"] = random.SystemRandom().randrange(2**31)
         p["eta"] = float(eta)
         sched = _sched.make_scheduler(scheduler if scheduler is not None else self.scheduler, self.scheduler)
-        return Run(self, p, sched, record)
+        run_hooks = self._hooks.copy(hooks, known=self.attention_names())
+        return Run(self, p, sched, Trace(_record_names(record)), run_hooks)
 
     def generate(self, prompt: str, **kwargs):
         """start + finish + decode: the whole video in one call. Takes the arguments of `start`."""
@@ -314,76 +324,55 @@ class StepwisePipeline:
         run.finish(progress=progress)
         return run.decode()
 
-    # ------------------------------------------------------------------ stage 2: one step
-
-    def _predict_noise(self, latents: torch.Tensor, t, embeddings: torch.Tensor) -> torch.Tensor:
-        """The UNet: [B', C, F, h, w] latents + [B', 77, D] text -> [B', C, F, h, w] noise prediction."""
-        if self._per_frame_text:
-            embeddings = embeddings.repeat_interleave(latents.shape[2], dim=0)  # [B' * F, 77, D]
-        return self.unet(latents, t, encoder_hidden_states=embeddings, return_dict=False)[0]
-
     # ------------------------------------------------------------------ stage 3: decode
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
-        """VAE-decode [B, C, F, h, w] latents to float32 [B, F, H, W, 3] in [0, 1], `chunk_size` frames at a time.
-
-        On a GPU out-of-memory error the decode is retried one frame at a time (with a warning).
-        """
-        B, C, F, h, w = latents.shape
-        index = list(range(F)) if frames is None else [int(f) for f in frames]
-        z = latents[:, :, index] / self.vae.config.scaling_factor
-        z = z.permute(0, 2, 1, 3, 4).reshape(B * len(index), C, h, w).to(self.vae.device, self.vae.dtype)
-        chunk = chunk_size or len(z)
-        try:
-            images = torch.cat([self.vae.decode(z[k : k + chunk]).sample for k in range(0, len(z), chunk)])
-        except torch.OutOfMemoryError:
-            if chunk == 1:
-                raise
-            torch.cuda.empty_cache()
-            warnings.warn(f"Out of GPU memory decoding {chunk} frames at once; decoding one frame at a time.")
-            images = torch.cat([self.vae.decode(z[k : k + 1]).sample for k in range(len(z))])
-        images = images.reshape(B, len(index), *images.shape[1:]).float()  # [B, F, 3, H, W] in [-1, 1]
-        return (images / 2 + 0.5).clamp(0, 1).permute(0, 1, 3, 4, 2)  # [B, F, H, W, 3]
-
-
-class _NullRun:
-    """Stands in for a run when stage 1 is used alone: records nothing."""
-
-    trace = Trace(())
+        """VAE-decode [B, C, F', h, w] latents to float32 [B, F, H, W, 3] in [0, 1] (see the family's `decode`)."""
+        return self.family.decode(latents, frames, chunk_size)
 
 
 class Run:
-    """One generation, advanced step by step. Made by `StepwisePipeline.start`.
+    """One generation, advanced step by step. Made by `StepwisePipeline.start` (or `Run.branch`).
 
     Attributes:
         params: the checked arguments (prompt, seed, size, steps, guidance, ...).
         text: the `TextFeatures` of stage 1.
         scheduler: this run's own scheduler.
         timesteps: the timesteps it will visit.
-        latents: the current latents x_t, [B, C, F, h, w].
+        latents: the current latents x_t, [B, C, F', h, w].
         i: how many steps are done.
         trace: the recorded tensors (`t2v_nb.hooks.Trace`).
+        hooks: this run's hooks (`t2v_nb.hooks.Hooks`), fixed when it started.
     """
 
-    def __init__(self, pipe: StepwisePipeline, params: dict, scheduler, record="default"):
-        self.pipe, self.params, self.scheduler = pipe, params, scheduler
-        self.trace = Trace(_record_names(record))
+    def __init__(self, pipe: StepwisePipeline, params: dict, scheduler, trace: Trace, hooks: Hooks,
+                 text: TextFeatures | None = None, resume: _Resume | None = None):
+        self.pipe, self.params, self.scheduler, self.trace, self.hooks = pipe, params, scheduler, trace, hooks
         self.guidance = params["guidance_scale"] != 1.0
-        self.text = pipe.encode_text(params["prompt"], params["negative_prompt"], self.guidance, run=self)
-        self.scheduler.set_timesteps(params["num_inference_steps"], device=pipe.device)
-        self.timesteps = self.scheduler.timesteps
-        # 2. Initial noise, drawn as diffusers' randn_tensor does: on the CPU, in the text dtype.
-        self.generator = torch.Generator().manual_seed(params["seed"])
-        f = pipe.vae_scale_factor
-        shape = (1, pipe.unet.config.in_channels, params["num_frames"], params["height"] // f, params["width"] // f)
-        noise = torch.randn(shape, generator=self.generator, dtype=self.text.embeddings.dtype)
-        latents = noise.to(pipe.device) * self.scheduler.init_noise_sigma  # [B, C, F, h, w]
-        self.latents = pipe._fire("latents.initial", latents, self)
-        self.i = 0
-        self._checkpoints: list[_Checkpoint] = []
-        self._step_params: set[str] | None = None
+        self.text = text or pipe.encode_text(params["prompt"], params["negative_prompt"], self.guidance, run=self)
+        self.generator = torch.Generator()
         self.interrupted = False
+        self._step_params: set[str] | None = None
+        if resume is None:
+            self.scheduler.set_timesteps(params["num_inference_steps"], device=pipe.device)
+            self.timesteps = self.scheduler.timesteps
+            self.i, self._checkpoints = 0, []
+            self.latents = self._initial_latents()
+        else:
+            self.timesteps = self.scheduler.timesteps
+            self.i, self._checkpoints = resume.i, list(resume.checkpoints)
+            self.generator.set_state(resume.generator_state)
+            self.latents = resume.latents.to(pipe.device)
+
+    def _initial_latents(self) -> torch.Tensor:
+        """Noise drawn as the family's diffusers pipeline draws it: on the CPU, from the seed's generator."""
+        pipe, p = self.pipe, self.params
+        self.generator.manual_seed(p["seed"])
+        shape = (1, *pipe.family.latent_shape(p["num_frames"], p["height"], p["width"]))  # [B, C, F', h, w]
+        noise = pipe.family.initial_noise(shape, self.generator, pipe.family.latent_dtype())
+        latents = noise.to(pipe.device) * getattr(self.scheduler, "init_noise_sigma", 1.0)
+        return self.emit("latents.initial", latents)
 
     @property
     def num_steps(self) -> int:
@@ -396,6 +385,15 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({self.params['prompt']!r}, seed={self.params['seed']}, step {self.i}/{self.num_steps})"
 
+    def emit(self, name: str, value: torch.Tensor, step: int | None = None, t: int | None = None) -> torch.Tensor:
+        """Pass a value through this run's hooks at point `name`, then into its trace. Returns the value
+        (replaced if a hook returned a tensor). The loop and attention capture call this for every point."""
+        if self.hooks:
+            value = self.hooks.fire(name, value, HookContext(name, step, t, self))
+        if self.trace.wants(name):
+            self.trace.add(name, value)
+        return value
+
     @torch.no_grad()
     def step(self) -> Step | None:
         """Do one denoising step; returns its `Step`, or None when all steps are done.
@@ -405,21 +403,20 @@ class Run:
         """
         if self.done:
             return None
-        pipe, i = self.pipe, self.i
-        t = self.timesteps[i]
-        ti = int(t)
+        i, t = self.i, self.timesteps[self.i]
         sched_state = _sched.save_state(self.scheduler)
         gen_state = self.generator.get_state()
         try:
-            result = self._step(pipe, i, t, ti)
+            result = self._step(i, t, int(t))
             if not torch.isfinite(result.next_latents).all():
                 raise NumericalError(
-                    f"NaN or inf in the latents at step {i} (t={ti}). In float16 this is a known failure of video "
-                    f"UNets; load in float32 (t2v_nb.load(..., dtype=torch.float32)) or lower guidance_scale.")
+                    f"NaN or inf in the latents at step {i} (t={int(t)}). In float16 this is a known failure of video "
+                    f"models; load in float32 (t2v_nb.load(..., dtype=torch.float32)) or lower guidance_scale.")
         except BaseException as e:
             _sched.restore_state(self.scheduler, sched_state)
             self.generator.set_state(gen_state)
             self.trace.truncate(i)
+            self.hooks.forget(i)
             if isinstance(e, KeyboardInterrupt):
                 self.interrupted = True
             if isinstance(e, torch.OutOfMemoryError):
@@ -430,43 +427,41 @@ class Run:
         self.i = i + 1
         return result
 
-    def _step(self, pipe: StepwisePipeline, i: int, t, ti: int) -> Step:
-        latents = pipe._fire("step.latents", self.latents, self, i, ti)  # x_t  [B, C, F, h, w]
-        text = self.text
-        # 1. The UNet, once for both guidance branches (batched as diffusers does).
-        if self.guidance:
-            model_in = torch.cat([latents] * 2)  # [2B, C, F, h, w]
-            embeds = torch.cat([text.negative_embeddings, text.embeddings])
-        else:
-            model_in, embeds = latents, text.embeddings
-        model_in = self.scheduler.scale_model_input(model_in, t)
-        with pipe._attention_scope(self, i, ti):
-            noise_pred = pipe._predict_noise(model_in, t, embeds)
+    def _step(self, i: int, t, ti: int) -> Step:
+        fam = self.pipe.family
+        latents = self.emit("step.latents", self.latents, i, ti)  # x_t  [B, C, F', h, w]
+        # 1. The model, for both guidance branches (batched or not, as the family's pipeline does).
+        with self._attention(i, ti) as branch:
+            uncond, cond = fam.predict(latents, t, self.text, guided=self.guidance, scheduler=self.scheduler,
+                                       branch=branch)
         # 2. Classifier-free guidance.
         if self.guidance:
-            uncond, cond = noise_pred.chunk(2)
-            uncond = pipe._fire("step.noise_pred_uncond", uncond, self, i, ti)
-            cond = pipe._fire("step.noise_pred_text", cond, self, i, ti)
+            uncond = self.emit("step.noise_pred_uncond", uncond, i, ti)
+            cond = self.emit("step.noise_pred_text", cond, i, ti)
             noise_pred = uncond + self.params["guidance_scale"] * (cond - uncond)
         else:
-            uncond = None
-            cond = noise_pred = pipe._fire("step.noise_pred_text", noise_pred, self, i, ti)
-        noise_pred = pipe._fire("step.noise_pred", noise_pred, self, i, ti)
-        # 3. The scheduler, once, on frames as images ([B*F, C, h, w]) as diffusers does.
-        B, C, F, h, w = latents.shape
-        as_images = lambda x: x.permute(0, 2, 1, 3, 4).reshape(B * F, C, h, w)
-        as_video = lambda x: x.reshape(B, F, C, h, w).permute(0, 2, 1, 3, 4)
-        # As diffusers: the seed's generator (stochastic samplers) and DDIM's eta, where step() takes them.
+            cond = noise_pred = self.emit("step.noise_pred_text", cond, i, ti)
+        noise_pred = self.emit("step.noise_pred", noise_pred, i, ti)
+        # 3. The scheduler, once, in the layout the family's pipeline gives it.
         if self._step_params is None:
-            self._step_params = set(inspect.signature(self.scheduler.step).parameters)
-        kwargs = {k: v for k, v in (("generator", self.generator), ("eta", self.params["eta"]))
-                  if k in self._step_params}
-        x_img, eps_img = as_images(latents), as_images(noise_pred)
-        out = self.scheduler.step(eps_img, t, x_img, **kwargs)
-        x0 = as_video(_sched.pred_x0(self.scheduler, out, x_img, eps_img, t, i))
-        x0 = pipe._fire("step.pred_x0", x0, self, i, ti)
-        nxt = pipe._fire("step.next_latents", as_video(out.prev_sample), self, i, ti)
+            self._step_params = _sched.step_parameters(self.scheduler)
+        prev, x0 = _sched.step(self.scheduler, fam.to_scheduler(noise_pred), t, fam.to_scheduler(latents), i,
+                               self._step_params, generator=self.generator, eta=self.params["eta"])
+        x0 = self.emit("step.pred_x0", fam.from_scheduler(x0, latents), i, ti)
+        nxt = fam.after_step(fam.from_scheduler(prev, latents), self.text)
+        nxt = self.emit("step.next_latents", nxt, i, ti)
         return Step(i, ti, latents, uncond, cond, noise_pred, x0, nxt)
+
+    def _attention(self, i: int, t: int):
+        """Capture attention during this step's model calls, when a hook or the trace wants any of it."""
+        names = self.pipe.attention_names()
+        hooked = set(self.hooks.names())
+        wanted = [n for n in names if n in hooked or self.trace.wants(n)]
+        if not wanted:
+            return contextlib.nullcontext(no_branch)
+        from .attention import capture
+
+        return capture(self, i, t, wanted)
 
     def finish(self, progress: bool = True) -> "Run":
         """Run the remaining steps, with a progress bar. Returns the run, so `run.finish().decode()` works.
@@ -483,50 +478,38 @@ class Run:
         return self
 
     def branch(self, k: int, *, guidance_scale: float | None = None, prompt: str | None = None,
-               negative_prompt: str | None = None, record=None) -> "Run":
+               negative_prompt: str | None = None, record=None, hooks: dict | None = None) -> "Run":
         """A new run that starts from this run's state before step `k`, with other settings from there on.
 
         Steps 0..k-1 are not recomputed: the new run starts at step k with the same latents, scheduler
-        state and random state. Changing the prompt re-encodes only the text.
+        state and random state. Changing the prompt re-encodes only the text. The new run keeps this
+        run's hooks, and takes those of enclosing `pipe.hooks` blocks and `hooks` too.
         """
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= self.i:
             raise ValueError(f"Can branch only from a step already reached (0..{self.i}), got {k!r}.")
-        import copy
-
-        params = dict(self.params)
-        if guidance_scale is not None:
-            params["guidance_scale"] = guidance_scale
-        if prompt is not None:
-            params["prompt"] = prompt
-        if negative_prompt is not None:
-            params["negative_prompt"] = negative_prompt
-        params.update(self.pipe.check_inputs(
-            params["prompt"], params["negative_prompt"], params["seed"], params["num_frames"], params["height"],
-            params["width"], params["num_inference_steps"], params["guidance_scale"]))
-        new = Run.__new__(Run)
-        new.pipe, new.params = self.pipe, params
-        new.trace = Trace(self.trace.record if record is None else _record_names(record))
-        new.guidance = params["guidance_scale"] != 1.0
-        same_text = (params["prompt"], params["negative_prompt"]) == (self.params["prompt"], self.params["negative_prompt"])
-        if same_text and (self.text.negative_embeddings is not None or not new.guidance):
-            new.text = self.text
-        else:
-            new.text = self.pipe.encode_text(params["prompt"], params["negative_prompt"], new.guidance, run=new)
-        new.scheduler = copy.deepcopy(self.scheduler)
-        new.timesteps = self.timesteps
-        new.generator = torch.Generator()
+        p = self.params
+        params = {**p, **self.pipe.check_inputs(
+            prompt=p["prompt"] if prompt is None else prompt,
+            negative_prompt=p["negative_prompt"] if negative_prompt is None else negative_prompt,
+            seed=p["seed"], num_frames=p["num_frames"], height=p["height"], width=p["width"],
+            num_inference_steps=p["num_inference_steps"],
+            guidance_scale=p["guidance_scale"] if guidance_scale is None else guidance_scale)}
+        params["branched_from"] = {"step": k, "seed": p["seed"]}
+        guided = params["guidance_scale"] != 1.0
+        same_text = (params["prompt"], params["negative_prompt"]) == (p["prompt"], p["negative_prompt"])
+        text = self.text if same_text and (self.text.negative_embeddings is not None or not guided) else None
+        scheduler = copy.deepcopy(self.scheduler)
         if k < self.i:
             cp = self._checkpoints[k]
-            _sched.restore_state(new.scheduler, cp.scheduler_state)
-            new.generator.set_state(cp.generator_state)
-            new.latents = cp.latents.to(self.latents.device)
+            _sched.restore_state(scheduler, cp.scheduler_state)
+            resume = _Resume(k, cp.latents, cp.generator_state, self._checkpoints[:k])
         else:
-            new.generator.set_state(self.generator.get_state())
-            new.latents = self.latents
-        new.i, new._checkpoints, new.interrupted = k, list(self._checkpoints[:k]), False
-        new._step_params = None
-        new.params["branched_from"] = {"step": k, "seed": self.params["seed"]}
-        return new
+            resume = _Resume(k, self.latents, self.generator.get_state(), self._checkpoints)
+        run_hooks = self.hooks.copy(hooks, known=self.pipe.attention_names()).merge(self.pipe._hooks)
+        run_hooks.fired = {key: list(steps) for key, steps in self.hooks.fired.items()}
+        run_hooks.forget(k)  # what fired before step k shaped the new run too
+        trace = Trace(self.trace.record if record is None else _record_names(record))
+        return Run(self.pipe, params, scheduler, trace, run_hooks, text=text, resume=resume)
 
     def decode(self, frames=None, chunk_size: int | None = None):
         """Stage 3: decode the current latents (all steps done or not) to a `Video`."""
@@ -534,7 +517,7 @@ class Run:
 
         pipe = self.pipe
         images = pipe.decode_latents(self.latents, frames, chunk_size)  # [B, F, H, W, 3]
-        images = pipe._fire("decode.frames", images, self)
+        images = self.emit("decode.frames", images)
         if not torch.isfinite(images).all():
             raise NumericalError("NaN or inf in the decoded frames: the VAE overflowed (a known float16 failure of "
                                  "video VAEs). Decode in float32: pipe.vae.to(torch.float32), then run.decode().")
@@ -543,7 +526,8 @@ class Run:
         return Video(images[0].cpu().numpy(), fps=float(pipe.defaults["fps"]), record=self.record())
 
     def record(self) -> dict:
-        """Everything needed to make this video again: parameters, scheduler, model, library versions."""
+        """Everything needed to make this video again: parameters, scheduler, model, library versions,
+        and every hook that changed or read a value (with the steps it fired at)."""
         from . import _versions
 
         return {
@@ -552,15 +536,16 @@ class Run:
             "scheduler": _sched.scheduler_name(self.scheduler),
             "scheduler_config": dict(self.scheduler.config),
             "model": dict(self.pipe.source),
+            "family": self.pipe.family.name,
             "dtype": str(self.pipe.dtype).replace("torch.", ""),
             "device": str(self.pipe.device),
-            "hooks": self.pipe._hooks.names(),
+            "hooks": self.hooks.report(),
             "versions": _versions(),
         }
 
 
 def _oom_advice(run: "Run", error: BaseException) -> str:
-    """What to change when the UNet runs out of memory: settings that need less, largest saving first."""
+    """What to change when the model runs out of memory: settings that need less, largest saving first."""
     p = run.params
     tips = []
     if p["num_frames"] > 8:
@@ -568,7 +553,7 @@ def _oom_advice(run: "Run", error: BaseException) -> str:
     if p["height"] * p["width"] > 256 * 256:
         tips.append("a smaller size (height=256, width=256)")
     if run.guidance:
-        tips.append("guidance_scale=1.0 (one UNet pass per step instead of two, no guidance)")
+        tips.append("guidance_scale=1.0 (one model pass per step instead of two, no guidance)")
     if run.trace.record:
         tips.append("record=None or fewer names (the trace is copied to the CPU, but attention capture "
                     "holds more on the GPU)")
@@ -587,8 +572,6 @@ def _record_names(record) -> list[str]:
         if record == "all":
             return list(RECORD_DEFAULT) + ["attn.*"]
         record = [record]
-    from .hooks import check_name
-
     names = list(record)
     for n in names:
         if n != "attn.*":

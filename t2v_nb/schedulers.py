@@ -11,6 +11,8 @@ level of the step, by the formula matching the scheduler's `prediction_type`:
         epsilon:  x0 = x - sigma eps
         v:        x0 = x / (sigma^2 + 1) - v sigma / sqrt(sigma^2 + 1)
     sample: the model predicts x0 itself.
+    flow matching (rectified flow, Wan)  x_t = (1 - sigma) x0 + sigma eps, the model predicts v = eps - x0
+        flow:     x0 = x_t - sigma v
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import difflib
 
 import torch
 
-__all__ = ["SCHEDULERS", "make_scheduler", "scheduler_name", "pred_x0", "save_state", "restore_state"]
+__all__ = ["SCHEDULERS", "make_scheduler", "scheduler_name", "prediction_type", "pred_x0", "step",
+           "step_parameters", "save_state", "restore_state"]
 
 # Short name -> (diffusers class name, extra config).
 SCHEDULERS: dict[str, tuple[str, dict]] = {
@@ -68,9 +71,43 @@ def scheduler_name(scheduler) -> str:
     return cls
 
 
+def prediction_type(scheduler) -> str:
+    """What the model predicts for this scheduler: "epsilon", "v_prediction", "flow" or "sample"."""
+    kind = scheduler.config.get("prediction_type", None)
+    if kind == "flow_prediction" or type(scheduler).__name__.startswith("FlowMatch"):
+        return "flow"
+    return kind or "epsilon"
+
+
+def step_parameters(scheduler) -> set[str]:
+    """The keyword names `scheduler.step` takes (read once per run: `inspect` costs ~50 us)."""
+    import inspect
+
+    return set(inspect.signature(scheduler.step).parameters)
+
+
+def step(scheduler, model_output: torch.Tensor, t, sample: torch.Tensor, i: int, params: set[str], *,
+         generator=None, eta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One `scheduler.step`, called exactly once, as diffusers' pipelines call it -> (x_{t-1}, predicted x0).
+
+    The seed's `generator` (stochastic samplers) and DDIM's `eta` are passed where `step` takes them.
+    CogVideoX's DPM scheduler takes its previous x0 and the previous timestep too; the previous x0 is kept
+    on the scheduler, so `save_state` / `restore_state` cover it.
+    """
+    kwargs = {k: v for k, v in (("generator", generator), ("eta", eta)) if k in params}
+    if "old_pred_original_sample" in params:  # CogVideoXDPMScheduler
+        back = scheduler.timesteps[i - 1] if i > 0 else None
+        prev, x0 = scheduler.step(model_output, getattr(scheduler, "t2v_nb_old_x0", None), t, back, sample,
+                                  return_dict=False, **kwargs)
+        scheduler.t2v_nb_old_x0 = x0
+        return prev, x0
+    out = scheduler.step(model_output, t, sample, **kwargs)
+    return out.prev_sample, pred_x0(scheduler, out, sample, model_output, t, i)
+
+
 def _is_sigma_scaled(scheduler) -> bool:
     """True for the Euler family, whose latents are x0 + sigma * eps (init_noise_sigma > 1)."""
-    return float(scheduler.init_noise_sigma) > 1.0 + 1e-6
+    return float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0 + 1e-6
 
 
 def pred_x0(scheduler, output, sample: torch.Tensor, model_output: torch.Tensor, timestep,
@@ -88,10 +125,13 @@ def pred_x0(scheduler, output, sample: torch.Tensor, model_output: torch.Tensor,
     x0 = getattr(output, "pred_original_sample", None)
     if x0 is not None:
         return x0
-    kind = scheduler.config.get("prediction_type", "epsilon")
+    kind = prediction_type(scheduler)
     if kind == "sample":
         return model_output
     x, out = sample.float(), model_output.float()
+    if kind == "flow":
+        sigma = scheduler.sigmas[step_index].to(x.device, torch.float32)
+        return (x - sigma * out).to(sample.dtype)  # x_t = (1 - sigma) x0 + sigma eps, v = eps - x0
     if _is_sigma_scaled(scheduler):
         sigma = scheduler.sigmas[step_index].to(x.device, torch.float32)
         if kind == "epsilon":

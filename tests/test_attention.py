@@ -29,7 +29,7 @@ def _classic(pipe):
 
 
 def test_points_are_classified_by_structure():
-    names3d = attention_points(tiny_pipe(unet_kind="3d").unet)
+    names3d = attention_points(tiny_pipe(unet_kind="3d"))
     assert [n for n in names3d if n.startswith("attn.cross.")] == [
         "attn.cross.down_blocks.0.attentions.0.transformer_blocks.0.attn2",
         "attn.cross.up_blocks.1.attentions.0.transformer_blocks.0.attn2",
@@ -39,7 +39,7 @@ def test_points_are_classified_by_structure():
     assert temporal[:2] == ["attn.temporal.transformer_in.transformer_blocks.0.attn1",
                             "attn.temporal.transformer_in.transformer_blocks.0.attn2"]
     assert len(temporal) == 10 and all(".temp_attentions." in n for n in temporal[2:])
-    motion = attention_points(tiny_pipe(unet_kind="motion").unet)
+    motion = attention_points(tiny_pipe(unet_kind="motion"))
     assert sum(n.startswith("attn.cross.") for n in motion) == 4
     temporal = [n for n in motion if n.startswith("attn.temporal.")]
     assert len(temporal) == 14 and all(".motion_modules." in n for n in temporal)
@@ -58,14 +58,14 @@ def test_capture_leaves_the_video_bitwise_unchanged(kind, processor):
     run = pipe.start("a red circle", record="all", **SMALL).finish(progress=False)
     assert np.array_equal(run.decode().frames, plain)
     assert all(pipe.unet.attn_processors[k] is p for k, p in before.items())  # the originals are back
-    assert all(n in run.trace for n in attention_points(pipe.unet))
+    assert all(n in run.trace for n in attention_points(pipe))
 
 
 def test_record_all_shapes_and_rows_sum_to_one(recorded):
     pipe, run = recorded
     S, B, F = 3, 1, SMALL["num_frames"]
     layers = attention_layers(pipe, SMALL["height"], SMALL["width"], F)
-    assert list(layers) == attention_points(pipe.unet)
+    assert list(layers) == attention_points(pipe)
     for name, info in layers.items():
         maps = run.trace[name]
         assert maps.shape == (S, *info["shape"]), name
@@ -83,7 +83,7 @@ def test_maps_equal_the_classic_processors_probabilities(kind):
     # The classic processor materialises softmax(q k^T * scale) per head; our maps must be its
     # prompt half, averaged over heads (and over pixels, for temporal layers).
     pipe = _classic(tiny_pipe(unet_kind=kind))
-    names = attention_points(pipe.unet)
+    names = attention_points(pipe)
     cross = next(n for n in names if n.startswith("attn.cross.up_blocks"))
     temporal = next(n for n in names if n.startswith("attn.temporal.") and n.endswith("attn2"))
     modules = dict(pipe.unet.named_modules())
@@ -113,7 +113,7 @@ def test_maps_are_of_the_prompt_half_of_the_guided_batch():
     # At step 0 both runs feed the UNet the same latents; the guided run's prompt half is exactly
     # what the unguided run computes, while its first half reads the empty prompt.
     pipe = tiny_pipe()
-    name = attention_points(pipe.unet)[2]
+    name = attention_points(pipe)[2]
     assert name.startswith("attn.cross.")
     guided = pipe.start("a red circle", record=[name], **SMALL)
     guided.step()
@@ -127,7 +127,7 @@ def test_maps_are_of_the_prompt_half_of_the_guided_batch():
 
 def test_hooks_fire_once_per_step_per_layer_with_the_documented_shape():
     pipe = tiny_pipe(unet_kind="motion")
-    names = attention_points(pipe.unet)
+    names = attention_points(pipe)
     cross = next(n for n in names if n.startswith("attn.cross."))
     temporal = next(n for n in names if n.startswith("attn.temporal."))
     seen = []
@@ -144,7 +144,7 @@ def test_hooks_fire_once_per_step_per_layer_with_the_documented_shape():
 
 def test_replacing_a_map_is_recorded_but_does_not_change_the_video():
     pipe = tiny_pipe()
-    name = next(n for n in attention_points(pipe.unet) if n.startswith("attn.cross."))
+    name = next(n for n in attention_points(pipe) if n.startswith("attn.cross."))
     plain = pipe.generate("a red circle", progress=False, **SMALL).frames
     with pipe.hooks({name: lambda v, ctx: torch.zeros_like(v)}):
         run = pipe.start("a red circle", record=[name], **SMALL).finish(progress=False)
@@ -169,16 +169,16 @@ def test_capture_restores_processors_on_error_and_fires_nothing():
     run = pipe.start("a", **SMALL)
     before = dict(pipe.unet.attn_processors)
     fired = []
-    pipe._fire = lambda *a, **k: fired.append(a)
+    run.emit = lambda *a, **k: fired.append(a)
     with pytest.raises(RuntimeError, match="boom"):
-        with capture(pipe, run, 0, 0, attention_points(pipe.unet)):
+        with capture(run, 0, 0, attention_points(pipe)) as branch, branch("text"):
             wrapped = [k.removesuffix(".processor") for k, p in pipe.unet.attn_processors.items() if p is not before[k]]
-            assert wrapped == [n.split(".", 2)[2] for n in attention_points(pipe.unet)]  # those, and only those
+            assert wrapped == [n.split(".", 2)[2] for n in attention_points(pipe)]  # those, and only those
             raise RuntimeError("boom")
     assert all(pipe.unet.attn_processors[k] is p for k, p in before.items())
     assert not fired
     with pytest.raises(ValueError, match="Unknown hook point"):  # a bad name, after good ones were installed
-        with capture(pipe, run, 0, 0, attention_points(pipe.unet)[:2] + ["attn.cross.nowhere"]):
+        with capture(run, 0, 0, attention_points(pipe)[:2] + ["attn.cross.nowhere"]):
             pass
     assert all(pipe.unet.attn_processors[k] is p for k, p in before.items())
 
@@ -190,7 +190,7 @@ def test_chunked_computation_gives_the_same_maps(monkeypatch):
     monkeypatch.setattr(attention, "_CHUNK", 1)  # one row at a time
     rows = pipe.start("a red circle", record="all", **SMALL)
     rows.step()
-    for name in attention_points(pipe.unet):
+    for name in attention_points(pipe):
         torch.testing.assert_close(rows.trace[name], whole.trace[name], atol=1e-6, rtol=1e-5)
 
 
