@@ -37,9 +37,15 @@ class AnimateDiffFamily(Family):
     @classmethod
     def prepare(cls, parts: dict[str, Any]) -> dict[str, Any]:
         from diffusers import UNet2DConditionModel, UNetMotionModel
+        from diffusers.utils import logging
 
         if isinstance(parts["unet"], UNet2DConditionModel):  # as AnimateDiffPipeline.__init__ does
-            parts = {**parts, "unet": UNetMotionModel.from_unet2d(parts["unet"], parts["motion_adapter"])}
+            level = logging.get_verbosity()
+            logging.set_verbosity_error()  # from_unet2d's .to() warns about an empty list of fp32 modules
+            try:
+                parts = {**parts, "unet": UNetMotionModel.from_unet2d(parts["unet"], parts["motion_adapter"])}
+            finally:
+                logging.set_verbosity(level)
         return parts
 
     @property
