@@ -136,7 +136,8 @@ def bench_parts(pipe, ref, meta) -> None:
     per_step = {
         "schedulers.save_state": us(lambda: _sched.save_state(sched)),
         "generator.get_state": us(lambda: run.generator.get_state()),
-        "attention scope check (Run._attention)": us(lambda: run._attention(0, 0)),
+        "attention check per step (pipe.attention_names + trace.wants)": us(
+            lambda: [run.trace.wants(n) for n in pipe.attention_names()]),
         "schedulers.pred_x0 by formula (dpm++)":
             us(lambda: _sched.pred_x0(sched, None, x_img, x_img, run.timesteps[3], 3)),
     }

@@ -1,5 +1,12 @@
 """Opt-in capture of attention maps: which words each pixel looks at, and which frames each frame looks at.
 
+Where the layers are and how a map is read from a layer's inputs is the model family's business
+(`family.attention_modules()`, `family.attention_observer(...)`, see `t2v_nb.families`); this module
+does the rest for every family: wrapping the layers' processors for one step, keeping only the
+prompt's guidance branch, averaging, handing the maps to the run's hooks and trace, and reading them
+back (`word_maps`, `temporal_matrix`). Below, the UNet families (ModelScope, AnimateDiff); the
+diffusion transformers document their own layouts in their family modules.
+
 A video UNet has two kinds of attention worth watching:
 
 * cross-attention (text -> image): in every spatial transformer, `attn2` lets each latent pixel of
@@ -23,7 +30,7 @@ size halved once per downsampling above it). Both are averaged over heads; the t
 averaged over all pixels. They are computed in float32 and handed over in the UNet's dtype. In the
 trace they are stacked over steps: [S, B, F, h_l, w_l, T] and [S, B, F, F].
 
-How: during the one UNet call of a step, each wanted layer's attention processor is wrapped by one
+How: during the model call(s) of a step, each wanted layer's attention processor is wrapped by one
 that recomputes softmax(q k^T * scale) from the layer's own inputs, norms and projections, averages it
 at once, and then lets the original processor compute the layer's output as always. So the video is
 bitwise the same with or without capture. The maps are read-only observations: a hook on an

@@ -256,8 +256,9 @@ class Studio:
         from .attention import attention_layers
         from .pipeline import RECORD_DEFAULT
 
-        p = self.pipe.check_inputs(*(settings[k] for k in ("prompt", "negative_prompt", "seed", "num_frames", "height",
-                                                           "width", "num_inference_steps", "guidance_scale")))
+        p = self.pipe.check_inputs(**{k: settings[k] for k in ("prompt", "negative_prompt", "seed", "num_frames",
+                                                               "height", "width", "num_inference_steps",
+                                                               "guidance_scale")})
         cross = {n: v for n, v in attention_layers(self.pipe, p["height"], p["width"], p["num_frames"]).items()
                  if v["kind"] == "cross"}
         size = {n: 4 * int(np.prod(v["shape"])) * p["num_inference_steps"] for n, v in cross.items()}  # bytes
@@ -330,8 +331,9 @@ class Studio:
         self.step_slider.max = k - 1
         self.step_slider.value = k - 1
         if any(n.startswith("attn.cross.") for n in run.trace.names()):
-            toks = run.text.tokens  # start and end markers left out; "red</w>" shown as "red␣"
-            self._set_words([(f"{p}: {toks[p].replace('</w>', '␣')}", p) for p in range(1, len(toks) - 1)])
+            text = run.text  # start and end markers left out; tokens shown as words
+            self._set_words([(f"{p}: {w}", p) for p, (w, special) in enumerate(zip(text.words, text.special))
+                             if not special])
         self.plot.outputs = (_bundle(viz.latent_stats(run.trace)),)
 
     def _set_words(self, options: list) -> None:
@@ -444,7 +446,7 @@ class Studio:
 def _sizes(pipe) -> list[tuple[str, tuple[int, int]]]:
     """Dropdown options (label, (height, width)): the default size first, then scaled sizes the model accepts."""
     h, w = pipe.defaults["height"], pipe.defaults["width"]
-    unit = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    unit = pipe.family.smallest_size  # a multiple of every size rule of the model
     out = [(f"{w}x{h} (default)", (h, w))]
     for scale in (0.5, 0.75, 1.25, 1.5, 2.0):
         size = (max(unit, round(h * scale / unit) * unit), max(unit, round(w * scale / unit) * unit))
