@@ -191,7 +191,7 @@ def test_play_loops_the_frame_slider(previewed):
 def test_controls_choices_and_classes(previewed):
     studio = Studio(previewed)
     for _, (height, width) in studio.size.options:  # every offered size is one the model takes
-        previewed.check_inputs("a", "", 0, 3, height, width, 2, 7.5)
+        previewed.check_inputs(prompt="a", seed=0, num_frames=3, height=height, width=width, num_inference_steps=2)
     assert studio.size.value == (16, 16) and studio.scheduler.value == "ddim"
     classes = {c for w in _walk(studio.widget) for c in w._dom_classes}
     assert {"t2v-run", "t2v-stop", "t2v-step-slider", "t2v-frame-slider", "t2v-preview", "t2v-status"} <= classes
