@@ -123,7 +123,7 @@ def test_any_parameters_work_or_raise_a_clear_error(seed, num_frames, height, wi
     kwargs = dict(seed=seed, num_frames=num_frames, height=height, width=width, num_inference_steps=steps,
                   guidance_scale=guidance)
     try:
-        run = PIPE.check_inputs("a", "", **kwargs)
+        run = PIPE.check_inputs(prompt="a", **kwargs)
     except (ValueError, TypeError) as e:
         assert str(e)  # a message, never an empty error
         return
