@@ -258,7 +258,7 @@ def _joint_qk(attn, text: torch.Tensor, video: torch.Tensor, rope) -> tuple[torc
 
 def _rows(q: torch.Tensor, kf: torch.Tensor, scale: float, s: int, e: int) -> torch.Tensor:
     """Attention of the joint sequence's rows s..e, averaged over heads: [n, e - s, T + N] float32."""
-    return (q[:, :, s:e].float() @ kf.transpose(-1, -2) * scale).softmax(-1).mean(1)
+    return ((q[:, :, s:e].float() * scale) @ kf.transpose(-1, -2)).softmax(-1).mean(1)  # scale the few rows first
 
 
 def read_joint(attn, text: torch.Tensor, video: torch.Tensor, rope, frames: int, grid: tuple[int, int],
