@@ -1,6 +1,6 @@
 """CogVideoX benchmarks on a CPU: time against diffusers, the cost of attention capture, the T4 memory plan.
 
-    python benchmarks/cogvideox_bench.py [--rounds 15] [--threads 1] [--skip-time]
+    python benchmarks/cogvideox_bench.py [--rounds 30] [--threads 1] [--skip-time]
 
 1. Time: t2v_nb against diffusers' `CogVideoXPipeline` on the same tiny random components (tests/tiny_cogvideox.py),
    text + loop to latents, CPU time (one thread), interleaved rounds in rotating order, ratios paired per
@@ -53,26 +53,41 @@ REAL = dict(num_frames=49, height=480, width=720)  # -> latents [1, 16, 13, 60, 
 
 
 class PeakBytes(TorchDispatchMode):
-    """Bytes of tensors alive at once, at their peak, counting each fresh tensor an op returns until its
-    Python object dies (a view keeps its base alive through `_base`, so it is counted through the base)."""
+    """Bytes of tensor storage alive at once, at their peak, for storages the ops run inside the mode create.
+
+    Each storage is counted once (views share their base's storage) from the op that makes it until the
+    last tensor seen using it dies. Tensors made before the mode (weights, inputs) are not counted: extra bytes.
+    """
 
     def __init__(self):
         super().__init__()
         self.live = self.peak = 0
+        self.refs: dict[int, list[int]] = {}  # storage id -> [tensors alive, bytes]
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {id(a) for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)}
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t._base is None and id(t) not in inputs:
-                n = t.untyped_storage().nbytes()
-                self.live += n
+            if not isinstance(t, torch.Tensor):
+                continue
+            st = t.untyped_storage()
+            key = st._cdata
+            if key not in self.refs:
+                if any(isinstance(a, torch.Tensor) and a.untyped_storage()._cdata == key
+                       for a in tree_flatten((args, kwargs))[0]):
+                    continue  # a view or an in-place result of a tensor made outside the mode
+                self.refs[key] = [0, st.nbytes()]
+                self.live += st.nbytes()
                 self.peak = max(self.peak, self.live)
-                weakref.finalize(t, self._free, n)
+            self.refs[key][0] += 1
+            weakref.finalize(t, self._free, key)
         return out
 
-    def _free(self, n):
-        self.live -= n
+    def _free(self, key):
+        ref = self.refs[key]
+        ref[0] -= 1
+        if ref[0] == 0:
+            self.live -= ref[1]
+            del self.refs[key]
 
 
 @contextlib.contextmanager
@@ -95,7 +110,7 @@ def efficient_sdpa():
 
 
 def bench_time(rounds: int) -> None:
-    kw = dict(tiny.SMALL, num_inference_steps=10, guidance_scale=6.0)
+    kw = dict(tiny.SMALL, num_inference_steps=20, guidance_scale=6.0)
     parts = tiny.components(scheduler="cogvideox-dpm")
     ref = tiny.reference(parts)
     pipe = t2v_nb.StepwisePipeline(**parts)
@@ -113,7 +128,7 @@ def bench_time(rounds: int) -> None:
     same = (variants["diffusers"]().permute(0, 2, 1, 3, 4) - variants["record=default"]()).abs().max().item()
     res = ms.interleaved(variants, rounds, clock, kw["num_inference_steps"])
     base = res["cpu"]["diffusers"]
-    print(f"## 1. Time, tiny CogVideoX (2 blocks, 9 frames 24x16, 10 steps cogvideox-dpm, guidance 6), CPU time, "
+    print(f"## 1. Time, tiny CogVideoX (2 blocks, 9 frames 24x16, 20 steps cogvideox-dpm, guidance 6), CPU time, "
           f"{rounds} paired rounds\n")
     print(f"diffusers CogVideoXPipeline: {ms.spread(base)} s; same latents: max abs difference {same:.1e}\n")
     print("| t2v_nb / diffusers | median | 95% CI of the median | min | max |\n|---|---|---|---|---|")
@@ -121,6 +136,20 @@ def bench_time(rounds: int) -> None:
         ratios = [x / b for x, b in zip(res["cpu"][n], base)]
         lo, hi = ms.median_ci(ratios)
         print(f"| {n} | {ms.med(ratios):.3f}x | {lo:.3f}-{hi:.3f} | {min(ratios):.3f} | {max(ratios):.3f} |")
+    # The same loops around a transformer that costs one multiply: what is left is each loop's own work.
+    parts["transformer"].forward = lambda hidden_states, *a, **k: (hidden_states * 0.1,)
+    del variants["record=all"]  # no attention layer runs
+    null = ms.interleaved(variants, 2 * rounds, clock, kw["num_inference_steps"])["cpu"]
+    del parts["transformer"].forward
+    steps = kw["num_inference_steps"]
+    print(f"\nWith a no-op transformer (the loops alone, {2 * rounds} rounds): diffusers "
+          f"{ms.med(null['diffusers']) * 1e3:.1f} ms per run of {steps} steps (text and noise included).\n")
+    for n in list(null)[1:]:
+        extra = [(x - b) * 1e3 / steps for x, b in zip(null[n], null["diffusers"])]
+        print(f"- t2v_nb {n}: {ms.med(extra):+.2f} ms per step over diffusers (min {min(extra):+.2f}, max "
+              f"{max(extra):+.2f}); on the tiny model's {ms.med(base) / steps * 1e3:.1f} ms steps that is "
+              f"{1 + ms.med(extra) / (ms.med(base) / steps * 1e3):.3f}x; on a T4 step of CogVideoX-2b (~10 s, "
+              f"estimate) it is {1 + ms.med(extra) / 1e4:.5f}x.")
     print()
 
 
@@ -156,10 +185,9 @@ def bench_capture_memory() -> None:
     N = F * grid[0] * grid[1]
     print(f"| CogVideoX-2b 720x480x49, meta | {T} | {N} | 30 x 64 | float16 | {got / 1e6:.0f} MB |")
     L, D, rows = T + N, 1920, max(1, cog._CHUNK // (30 * (T + N)))
-    print(f"\nOf which: the joint input, q and k in float16 ({3 * L * D * 2 / 1e6:.0f} MB), k in float32 "
-          f"({L * D * 4 / 1e6:.0f} MB), a chunk's scores and softmax in float32 ({2 * 30 * rows * L * 4 / 1e6:.0f} MB), "
-          f"the cross map and shares in float32 ({(N * T + 2 * N) * 4 / 1e6:.0f} MB), plus the layer norms' "
-          f"temporaries.")
+    print(f"\nWhat it is made of: the joint input, q and k in float16 ({L * D * 2 / 1e6:.0f} MB each), k^T in float32 "
+          f"({L * D * 4 / 1e6:.0f} MB), a chunk's scores and softmax in float32 ({30 * rows * L * 4 / 1e6:.0f} MB "
+          f"each), the cross map and shares in float32 ({(N * T + 2 * N) * 4 / 1e6:.0f} MB); not all at once.")
     print(f"\nAt 720x480x49 one chunk is {max(1, cog._CHUNK // (30 * (T + N)))} query rows; the whole joint matrix "
           f"would be 30 x {T + N}^2 x 4 B = {30 * (T + N) ** 2 * 4 / GB:.1f} GB in float32. The trace keeps, per "
           f"step and layer, the cross map {N * T * 2 / 1e6:.1f} MB (float16) and the frame map "
@@ -219,9 +247,33 @@ def bench_plan() -> None:
           f"{sum(p.numel() for p in vae.parameters()) / 1e6:.0f} M.\n")
 
 
+def bench_preview() -> None:
+    """A linear preview fitted on the tiny VAE's decodes of random latents, checked on other random latents."""
+    pipe = tiny.tiny_pipe()
+    fit_on = torch.randn(8, 4, 3, 6, 4, generator=torch.Generator().manual_seed(0))
+    held = torch.randn(4, 4, 3, 6, 4, generator=torch.Generator().manual_seed(1))
+    preview = cog.fit_preview(pipe.vae, fit_on, "tiny CogVideoX VAE, random weights")
+    target = cog.fit_preview(pipe.vae, held)  # refit on the held-out set: the best a linear map can do there
+
+    def err(p):
+        with torch.no_grad():
+            video = pipe.vae.decode(held / pipe.vae.config.scaling_factor).sample.float()  # [N, 3, F, H, W]
+        video = (video / 2 + 0.5).clamp(0, 1)
+        per_latent = torch.cat([video[:, :, :1], video[:, :, 1:].unflatten(2, (2, 4)).mean(3)], 2)
+        colours = torch.nn.functional.adaptive_avg_pool3d(per_latent, (3, 6, 4)).permute(0, 2, 3, 4, 1)
+        return (torch.as_tensor(p(held)) - colours).abs().mean().item(), colours.std().item()
+
+    e_fit, spread = err(preview)
+    e_best, _ = err(target)
+    print("## 4. Linear preview on the tiny VAE (random weights)\n")
+    print(f"Held-out mean abs error {e_fit:.4f} (the colours' std {spread:.4f}; a fit on the held-out set itself: "
+          f"{e_best:.4f}). No factors ship for CogVideoX-2b's VAE: none are published (ComfyUI has none) and the "
+          f"real VAE could not be run here.\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-time", action="store_true")
     args = ap.parse_args()
@@ -231,6 +283,7 @@ def main() -> None:
         bench_time(args.rounds)
     bench_capture_memory()
     bench_plan()
+    bench_preview()
 
 
 if __name__ == "__main__":

@@ -256,9 +256,10 @@ def _joint_qk(attn, text: torch.Tensor, video: torch.Tensor, rope) -> tuple[torc
     return q, k
 
 
-def _rows(q: torch.Tensor, kf: torch.Tensor, scale: float, s: int, e: int) -> torch.Tensor:
-    """Attention of the joint sequence's rows s..e, averaged over heads: [n, e - s, T + N] float32."""
-    return ((q[:, :, s:e].float() * scale) @ kf.transpose(-1, -2)).softmax(-1).mean(1)  # scale the few rows first
+def _rows(q: torch.Tensor, kt: torch.Tensor, scale: float, s: int, e: int) -> torch.Tensor:
+    """Attention of the joint sequence's rows s..e, averaged over heads: [n, e - s, T + N] float32.
+    `kt` is k^T in float32, contiguous [n, heads, d, T + N] (a transposed view would be copied per chunk)."""
+    return ((q[:, :, s:e].float() * scale) @ kt).softmax(-1).mean(1)  # scale the few rows first
 
 
 def read_joint(attn, text: torch.Tensor, video: torch.Tensor, rope, frames: int, grid: tuple[int, int],
@@ -272,7 +273,8 @@ def read_joint(attn, text: torch.Tensor, video: torch.Tensor, rope, frames: int,
     Rows are computed `_CHUNK // (n * heads * (T + N))` at a time, so the per-head scores never exist whole.
     """
     q, k = _joint_qk(attn, text, video, rope)
-    kf = k.float()  # [n, heads, T + N, d]
+    kt = k.transpose(-1, -2).to(torch.float32, memory_format=torch.contiguous_format)  # [n, heads, d, T + N]
+    del k
     n, heads, L, _ = q.shape
     T, N, (gh, gw) = text.shape[1], video.shape[1], grid
     hw = gh * gw
@@ -281,7 +283,7 @@ def read_joint(attn, text: torch.Tensor, video: torch.Tensor, rope, frames: int,
     if {"cross", "text_share", "temporal"} & set(views):
         cross, share, temporal = [], [], torch.zeros(n, frames, frames, device=q.device)
         for s in range(T, L, rows):  # video queries
-            p = _rows(q, kf, attn.scale, s, min(s + rows, L))  # [n, r, T + N]
+            p = _rows(q, kt, attn.scale, s, min(s + rows, L))  # [n, r, T + N]
             to_text = p[..., :T].sum(-1)  # [n, r]
             share.append(to_text)
             if "cross" in views:
@@ -298,7 +300,7 @@ def read_joint(attn, text: torch.Tensor, video: torch.Tensor, rope, frames: int,
     if {"text_to_video", "text_video_share"} & set(views):
         to_video, video_share = [], []
         for s in range(0, T, rows):  # text queries
-            p = _rows(q, kf, attn.scale, s, min(s + rows, T))[..., T:]  # [n, r, N]
+            p = _rows(q, kt, attn.scale, s, min(s + rows, T))[..., T:]  # [n, r, N]
             total = p.sum(-1)  # [n, r]
             video_share.append(total)
             to_video.append(p / total[..., None])
