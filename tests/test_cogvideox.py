@@ -156,3 +156,26 @@ def test_fit_preview_on_the_tiny_vae(pipe):
     assert preview.matrix.shape == (4, 3) and preview.bias.shape == (3,)
     assert preview(latents).shape == (2, 3, 6, 4, 3)
     assert pipe.preview is None  # no factors ship for CogVideoX's VAE
+
+
+def test_decode_retries_in_tiles_after_running_out_of_memory(pipe, monkeypatch):
+    run = pipe.start(PROMPT, seed=0, **tiny.SMALL).finish(progress=False)
+    plain = run.decode().frames
+    vae, real, calls = pipe.vae, pipe.vae.decode, []
+
+    def decode_once_oom(z, *a, **kw):
+        calls.append(vae.use_tiling)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("simulated")
+        return real(z, *a, **kw)
+
+    monkeypatch.setattr(vae, "decode", decode_once_oom)
+    # tiles as big as the clip (diffusers' tiling gives wrong sizes for tiles of a few latent pixels; at the real
+    # VAE's 240x360 tiles it keeps 480x720, 320x480, 256x256: checked on the meta device)
+    monkeypatch.setattr(vae, "tile_sample_min_height", 24)
+    monkeypatch.setattr(vae, "tile_sample_min_width", 16)
+    with pytest.warns(UserWarning, match="tiles"):
+        frames = run.decode().frames
+    assert calls == [False, True] and frames.shape == plain.shape
+    np.testing.assert_allclose(frames, plain, atol=1e-6)
+    vae.disable_tiling()
