@@ -179,3 +179,25 @@ def test_decode_retries_in_tiles_after_running_out_of_memory(pipe, monkeypatch):
     assert calls == [False, True] and frames.shape == plain.shape
     np.testing.assert_allclose(frames, plain, atol=1e-6)
     vae.disable_tiling()
+
+
+def test_interrupt_resume_and_branch_with_cogvideox_dpm_which_keeps_its_previous_x0():
+    pipe = tiny.tiny_pipe(scheduler="cogvideox-dpm")
+    kw = dict(tiny.SMALL, num_inference_steps=4)
+    plain = pipe.start(PROMPT, seed=0, **kw).finish(progress=False)
+    pending = [2]
+
+    def interrupt(v, ctx):
+        if ctx.step in pending:
+            pending.remove(ctx.step)
+            raise KeyboardInterrupt
+
+    run = pipe.start(PROMPT, seed=0, hooks={"step.next_latents": interrupt}, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        run.finish(progress=False)
+    assert run.i == 2
+    assert torch.equal(run.finish(progress=False).latents, plain.latents)
+    again = plain.branch(2).finish(progress=False)  # from step 2 with nothing changed: the same run
+    assert torch.equal(again.latents, plain.latents)
+    other = plain.branch(2, guidance_scale=2.0).finish(progress=False)
+    assert not torch.equal(other.latents, plain.latents)
