@@ -24,7 +24,8 @@ def pipe():
 @pytest.mark.parametrize("guidance_scale", [1.0, 6.0])
 @pytest.mark.parametrize("rope", [True, False], ids=["rope-5b", "sincos-2b"])
 def test_same_frames_as_diffusers(scheduler, guidance_scale, rope):
-    ref = tiny.reference_frames(tiny.components(scheduler=scheduler, rope=rope), PROMPT, 3, guidance_scale, **tiny.SMALL)
+    parts = tiny.components(scheduler=scheduler, rope=rope)
+    ref = tiny.reference_frames(parts, PROMPT, 3, guidance_scale, **tiny.SMALL)
     got = StepwisePipeline(**tiny.components(scheduler=scheduler, rope=rope)).generate(
         PROMPT, seed=3, guidance_scale=guidance_scale, progress=False, **tiny.SMALL).frames
     assert got.shape == ref.shape == (9, 24, 16, 3)

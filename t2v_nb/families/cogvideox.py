@@ -109,11 +109,12 @@ class CogVideoXFamily(Family):
                 raise ValueError(f"`height` and `width` must be multiples of {m} (the VAE's {f}x downsampling times "
                                  f"the transformer's {p}x{p} patches), but {name} is {v}; try {hint}.")
         c = self.denoiser.config
-        if c.get("use_learned_positional_embeddings"):
+        if c.get("use_learned_positional_embeddings"):  # (5b-I2V) a fixed table of positions: one size only
             H, W = self.default_size()
-            if (height, width) != (H, W):
-                raise ValueError(f"This transformer learned its position embeddings for {W}x{H} only; got "
-                                 f"{width}x{height}; use height={H}, width={W}.")
+            if (height, width, num_frames) != (H, W, c.sample_frames):
+                raise ValueError(f"This transformer learned its position embeddings for {c.sample_frames} frames "
+                                 f"at {W}x{H} only; got {num_frames} frames at {width}x{height}; use "
+                                 f"num_frames={c.sample_frames}, height={H}, width={W}.")
 
     def latent_frames(self, num_frames: int) -> int:
         return (num_frames - 1) // self.temporal_factor + 1
@@ -346,7 +347,8 @@ class _Reader:
     """An attention processor that reads every view of its layer, then computes the output as before."""
 
     def __init__(self, original, store: dict, key: str, frames: int, grid: tuple[int, int], views):
-        self.original, self.store, self.key, self.frames, self.grid, self.views = original, store, key, frames, grid, views
+        self.original, self.store, self.key = original, store, key
+        self.frames, self.grid, self.views = frames, grid, views
 
     def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, image_rotary_emb=None):
         got = read_joint(attn, encoder_hidden_states, hidden_states, image_rotary_emb, self.frames, self.grid,
