@@ -75,8 +75,8 @@ PRESETS: dict[str, Preset] = {
         notes="CogVideoX-2b (THUDM, now zai-org), Apache-2.0 (model card since Aug 2024: transformer and VAE). "
               "Made for 720x480, 49 frames (6 s at 8 fps); the model card uses 50 steps and guidance 6, the preset "
               "25 steps to halve the time on a T4. Joint text-video attention over 226 T5 tokens + 17,550 video "
-              "tokens. ~13.3 GB of weights in float16, 9.5 GB of them the T5-XXL text encoder: see "
-              "docs/cogvideox.md for what fits a T4 (16 GB VRAM, 12.7 GB RAM)."),
+              "tokens. 15.4 GB of weights as loaded in float16, 11.5 GB of them the T5-XXL text encoder (its `wo` "
+              "layers stay float32): see docs/cogvideox.md for what fits a T4 (16 GB VRAM, 12.7 GB RAM)."),
 }
 
 _NEEDED = ("tokenizer", "text_encoder", "vae", "scheduler")  # every family has these slots
