@@ -191,6 +191,9 @@ class _Wrapper:
 
     def __init__(self, original, name: str, observer, state: _Capture):
         self.original, self.name, self.observer, self.state = original, name, observer, state
+        # diffusers' Attention.forward passes a processor only the keyword arguments its `__call__` names
+        # (CogVideoX: image_rotary_emb). Show it the original's: calls still go to _Wrapper.__call__.
+        self.__call__ = original.__call__
 
     def __call__(self, attn, hidden_states, *args, **kwargs):
         branch = self.state.current

@@ -68,6 +68,15 @@ PRESETS: dict[str, Preset] = {
         notes="AnimateDiff as in diffusers' docs: the v1-5-2 motion adapter (Apache-2.0) on the Realistic Vision "
               "5.1 Stable Diffusion 1.5 base (CreativeML Open RAIL-M: read its use restrictions). Motion modules "
               "know 32 frame positions; made for 16 frames at 512x512. ~4 GB of weights in float16."),
+    "cogvideox-2b": Preset(
+        source="THUDM/CogVideoX-2b", revision="2844d07b93dbb09686423ed045f6f8a6ad04d451", variant=None,
+        height=480, width=720, num_frames=49, num_inference_steps=25, guidance_scale=6.0,
+        scheduler="cogvideox-ddim", fps=8.0,
+        notes="CogVideoX-2b (THUDM, now zai-org), Apache-2.0 (model card since Aug 2024: transformer and VAE). "
+              "Made for 720x480, 49 frames (6 s at 8 fps); the model card uses 50 steps and guidance 6, the preset "
+              "25 steps to halve the time on a T4. Joint text-video attention over 226 T5 tokens + 17,550 video "
+              "tokens. 15.4 GB of weights as loaded in float16, 11.5 GB of them the T5-XXL text encoder (its `wo` "
+              "layers stay float32): see docs/cogvideox.md for what fits a T4 (16 GB VRAM, 12.7 GB RAM)."),
 }
 
 _NEEDED = ("tokenizer", "text_encoder", "vae", "scheduler")  # every family has these slots

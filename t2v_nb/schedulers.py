@@ -38,6 +38,8 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
     "unipc": ("UniPCMultistepScheduler", {}),
     "deis": ("DEISMultistepScheduler", {}),
+    "cogvideox-ddim": ("CogVideoXDDIMScheduler", {}),  # v-prediction with CogVideoX's SNR shift
+    "cogvideox-dpm": ("CogVideoXDPMScheduler", {}),
 }
 
 

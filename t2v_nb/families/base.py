@@ -108,6 +108,11 @@ class Family:
         sample = sample[0] if isinstance(sample, (list, tuple)) else sample
         return int(sample) * self.spatial_factor, int(sample) * self.spatial_factor
 
+    def default_settings(self) -> dict:
+        """Defaults for `start()` this kind of model needs on top of the pipeline's (num_frames, steps, guidance,
+        fps) when no preset gives them, e.g. a frame count its VAE can take. Default: none."""
+        return {}
+
     @property
     def max_frames(self) -> int | None:
         """The most frames the model can take, when it has a fixed number of frame positions."""
