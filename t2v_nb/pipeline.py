@@ -148,9 +148,7 @@ class StepwisePipeline:
         self.family: Family = family(self)
         self.source = dict(source or {})
         self.preview = preview if preview is not None else self.family.default_preview()
-        size = self.family.default_size()
-        self.defaults = {"height": size[0], "width": size[1], "num_frames": 16, "num_inference_steps": 25,
-                         "guidance_scale": 9.0, "fps": 8.0, **(defaults or {})}
+        self.defaults = {**self.family.default_settings(), **(defaults or {})}
         self._hooks = Hooks()
         self._attn_names: list[str] | None = None
 

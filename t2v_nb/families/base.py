@@ -108,6 +108,12 @@ class Family:
         sample = sample[0] if isinstance(sample, (list, tuple)) else sample
         return int(sample) * self.spatial_factor, int(sample) * self.spatial_factor
 
+    def default_settings(self) -> dict:
+        """The pipeline's defaults when no preset or model directory gives them (height, width, num_frames,
+        num_inference_steps, guidance_scale, fps)."""
+        h, w = self.default_size()
+        return {"height": h, "width": w, "num_frames": 16, "num_inference_steps": 25, "guidance_scale": 9.0, "fps": 8.0}
+
     @property
     def max_frames(self) -> int | None:
         """The most frames the model can take, when it has a fixed number of frame positions."""
