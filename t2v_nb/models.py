@@ -68,6 +68,14 @@ PRESETS: dict[str, Preset] = {
         notes="AnimateDiff as in diffusers' docs: the v1-5-2 motion adapter (Apache-2.0) on the Realistic Vision "
               "5.1 Stable Diffusion 1.5 base (CreativeML Open RAIL-M: read its use restrictions). Motion modules "
               "know 32 frame positions; made for 16 frames at 512x512. ~4 GB of weights in float16."),
+    "wan2.1-t2v-1.3b": Preset(
+        source="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", revision=None, variant=None, height=480, width=832,
+        num_frames=33, num_inference_steps=30, guidance_scale=5.0, scheduler="unipc", fps=16.0,
+        notes="Wan 2.1 text-to-video 1.3B (Apache-2.0): a flow-matching diffusion transformer, UMT5-XXL text encoder, "
+              "causal 3-D VAE. The model card's settings are 480x832, 81 frames, 50 steps, guidance 5 (UniPC, flow "
+              "shift 3.0 from the repository's scheduler config); these defaults keep 480x832 but make 33 frames "
+              "in 30 steps for a free Colab T4. The text encoder is ~11 GB in float16: see docs/wan.md for the "
+              "memory plan."),
 }
 
 _NEEDED = ("tokenizer", "text_encoder", "vae", "scheduler")  # every family has these slots
