@@ -254,6 +254,13 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return torch.stack([even * c - odd * s, even * s + odd * c], dim=-1).flatten(-2).type_as(x)  # [B, n, heads, d]
 
 
+def _softmax_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale) over the keys, float32 [B, heads, r, Lk], holding at most two such tensors at once."""
+    scores = q @ k.transpose(-1, -2)  # [B, heads, r, Lk]
+    scores.mul_(scale)
+    return scores.softmax(-1)
+
+
 class WanObserver:
     """Reads one Wan attention layer's map from its inputs, in chunks of query tokens (never the full map).
 
@@ -286,7 +293,7 @@ class WanObserver:
         rows = max(1, _CHUNK // (B * attn.heads * L))
         for s in range(0, N, rows):
             q = self._heads(attn, attn.norm_q(attn.to_q(x[:, s : s + rows]))).transpose(1, 2).float()  # [B, heads, r, d]
-            out[:, s : s + rows] = (q @ k.transpose(-1, -2) * scale).softmax(-1).mean(1)  # [B, r, L]
+            out[:, s : s + rows] = _softmax_scores(q, k, scale).mean(1)  # [B, r, L]
         return out.view(B, *self.grid, L)  # [B, F', h', w', L]
 
     def _frames(self, attn, x: torch.Tensor, rotary) -> torch.Tensor:
@@ -306,7 +313,8 @@ class WanObserver:
             q = self._heads(attn, attn.norm_q(attn.to_q(x[:, s : s + rows])))  # [B, r, heads, d]
             if rotary is not None:
                 q = _rope(q, cos[:, s : s + rows], sin[:, s : s + rows])
-            p = (q.transpose(1, 2).float() @ k.transpose(-1, -2) * scale).softmax(-1)  # [B, heads, r, N]
+            p = _softmax_scores(q.transpose(1, 2).float(), k, scale)  # [B, heads, r, N]
             share = p.view(B, attn.heads, p.shape[2], F, hw).sum(-1).mean(1)  # [B, r, F']: mass per key frame
+            del p  # before the next chunk's scores exist
             out.index_add_(1, frame_of[s : s + rows], share)
         return out / hw  # [B, F', F'], rows sum to 1
