@@ -33,7 +33,7 @@ import measure as ms  # noqa: E402
 
 OUT = os.path.join(HERE, "out")
 PROMPT = "a red circle moving right"
-BENCH = dict(num_frames=17, height=64, width=64, num_inference_steps=10, guidance_scale=5.0)  # 5 x 4 x 4 = 80 tokens
+BENCH = dict(num_frames=33, height=128, width=128, num_inference_steps=10, guidance_scale=5.0)  # 9 x 8 x 8 = 576 tokens
 ROWS: list[tuple[str, str, str, str]] = []
 
 # The public configs (transformer/config.json, vae/config.json, scheduler/scheduler_config.json of
@@ -173,6 +173,36 @@ def bench_capture_memory() -> None:
             f"real width 12 x 128; linear in the tokens at a fixed chunk ({slope:.0f} B/token)")
 
 
+def _vae_peak(h: int, w: int, latent_frames: int, dtype=torch.float32) -> int:
+    """Peak bytes created while the real-config Wan VAE (random weights) decodes [1, 16, F', h, w] latents."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**CONFIGS["vae"]).to(dtype).eval()
+    z = torch.randn(1, 16, latent_frames, h, w, dtype=dtype)  # [1, C, F', h, w]
+    with torch.no_grad(), PeakBytes() as counter:
+        vae.decode(z, return_dict=False)
+    return counter.peak
+
+
+def bench_vae_memory() -> None:
+    """The causal decoder works one latent frame at a time (4 video frames after the first): its peak is a
+    per-frame working set, linear in the pixels, plus the growing output. Measured at 1/64 and 1/16 of the
+    pixels of 480x832 with 3 latent frames, extrapolated in the pixels; the 81-frame output is added."""
+    sizes = [(8, 13), (15, 26)]  # latent h x w: 64x104 and 120x208 pixels
+    peaks = [_vae_peak(h, w, 3) for h, w in sizes]
+    px = [h * w for h, w in sizes]
+    slope = (peaks[1] - peaks[0]) / (px[1] - px[0])
+    work = peaks[0] + slope * (60 * 104 - px[0])  # 3 latent frames at 480x832, float32
+    out81 = 3 * 81 * 480 * 832 * 4  # the decoded clip, float32
+    out9 = 3 * 9 * 480 * 832 * 4
+    total = work - out9 + out81
+    row("3f", "VAE decode of 480x832x81, float32, whole clip (computed from measurements)", f"~{total / 2**30:.1f} GiB",
+        f"measured {peaks[0] / 2**20:.0f} MiB at 64x104 and {peaks[1] / 2**20:.0f} MiB at 120x208 pixels (3 latent "
+        f"frames, real config, random weights), linear in the pixels; the 81-frame output ({out81 / 2**30:.2f} GiB) "
+        f"replaces the 9-frame one; about half in float16")
+
+
 # ---------------------------------------------------------------------- 3. sizes from the configs
 
 
@@ -230,6 +260,8 @@ def main() -> None:
     if not args.skip_memory:
         bench_capture_memory()
     bench_sizes()
+    if not args.skip_memory:
+        bench_vae_memory()
     lines = ["| # | what | value | detail |", "|---|---|---|---|"] + ["| " + " | ".join(r) + " |" for r in ROWS]
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "wan_results.md"), "w") as f:
