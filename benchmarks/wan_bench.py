@@ -224,7 +224,7 @@ def bench_sizes() -> None:
         vae = AutoencoderKLWan(**CONFIGS["vae"])
         te = UMT5EncoderModel(UMT5Config(**CONFIGS["text_encoder"]))
     for k, (name, model, keep) in zip("abc", (("transformer (WanTransformer3DModel)", tr, tr._keep_in_fp32_modules),
-                                              ("text_encoder (UMT5-XXL encoder)", te, ()),
+                                              ("text_encoder (UMT5-XXL encoder)", te, te._keep_in_fp32_modules),
                                               ("vae (AutoencoderKLWan)", vae, ()))):
         n, half, full = _count(model, keep)
         row(f"3{k}", f"{name}: parameters, GiB in float16 / float32", f"{n / 1e9:.3f} B",

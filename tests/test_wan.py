@@ -239,3 +239,23 @@ def test_wan21_preview_is_comfyui_s_factors_mapped_to_0_1(pipe, run):
     z[0, 0] = 1.0  # one unit of channel 0: ComfyUI's [-1, 1] RGB row 0 plus bias, halved and shifted
     np.testing.assert_allclose(prev(z)[0, 0, 0, 0], (m[0] + wan_family._WAN21_BIAS) / 2 + 0.5, atol=1e-6)
     assert prev(run.trace["step.pred_x0"][-1]).shape == (1, 3, 4, 4, 3)  # every latent frame
+
+
+# ---------------------------------------------------------------- preset and defaults
+
+
+def test_the_preset_s_defaults_are_valid_wan_sizes(pipe):
+    from t2v_nb.models import PRESETS
+
+    p = PRESETS["wan2.1-t2v-1.3b"]
+    assert p.source == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" and "Apache-2.0" in p.notes
+    pipe.family.check_size(p.num_frames, p.height, p.width)  # 4k+1 frames, multiples of 16
+    assert make_scheduler(p.scheduler, tiny_wan.make_scheduler("unipc")).config.flow_shift == 3.0
+
+
+def test_defaults_without_a_preset_are_wan_pipeline_s_and_frame_positions_are_bounded(pipe):
+    assert {k: pipe.defaults[k] for k in ("height", "width", "num_frames", "num_inference_steps")} == {
+        "height": 480, "width": 832, "num_frames": 81, "num_inference_steps": 50}
+    assert pipe.max_frames == 125  # the tiny transformer's RoPE knows 32 frame positions: 4 x 31 + 1 frames
+    with pytest.raises(ValueError, match="num_frames=125"):
+        pipe.start(PROMPT, seed=0, **{**SMALL, "num_frames": 129})
