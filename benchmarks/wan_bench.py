@@ -63,12 +63,25 @@ def row(num, what, value, detail=""):
 # ---------------------------------------------------------------------- 1. time
 
 
-def bench_time(rounds: int) -> None:
+def toy_transformer():
+    """A toy-size Wan transformer (4 blocks, 4 heads x 16, as the flow-matching probe in FINDINGS.md) for tiny_wan's
+    text encoder (32 wide)."""
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(1)
+    return WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=16, in_channels=16,
+                                 out_channels=16, text_dim=32, freq_dim=64, ffn_dim=256, num_layers=4,
+                                 rope_max_seq_len=64).eval().requires_grad_(False)
+
+
+def bench_time(rounds: int, size: str, num: str) -> None:
     import tiny_wan
 
     import t2v_nb
 
     parts = tiny_wan.components()
+    if size == "toy":
+        parts["transformer"] = toy_transformer()
     ref = tiny_wan.reference(parts)
     pipe = t2v_nb.StepwisePipeline(**parts)
     clock = ms.UNetClock(parts["transformer"])  # CPU time inside the transformer, to tell the loop's own apart
@@ -86,17 +99,18 @@ def bench_time(rounds: int) -> None:
     res = ms.interleaved(variants, rounds, clock, steps)
     cpu, outside = res["cpu"], res["outside"]
     base = cpu["diffusers"]
-    row("1a", f"diffusers WanPipeline, tiny Wan (2 blocks), {BENCH['height']}x{BENCH['width']}x{BENCH['num_frames']}, "
+    what = "tiny Wan (2 blocks, 2 x 12 wide)" if size == "tiny" else "toy Wan (4 blocks, 4 x 16 wide)"
+    row(f"{num}a", f"diffusers WanPipeline, {what}, {BENCH['height']}x{BENCH['width']}x{BENCH['num_frames']}, "
         f"{steps} steps UniPC, cfg {BENCH['guidance_scale']} (text + loop, no decode)",
         f"{ms.med(base):.3f} s CPU", ms.spread(base) + f"; outside the transformer {ms.med(outside['diffusers']):.2f} ms/step")
     for k, n in zip("bcd", list(cpu)[1:]):
         ratios = [x / b for x, b in zip(cpu[n], base)]
         lo, hi = ms.median_ci(ratios)
         goal = " (goal <= 1.02)" if n == "record=default" else (" (every attention map)" if n == "record=all" else "")
-        row(f"1{k}", f"t2v_nb {n} / diffusers, CPU time, paired per round{goal}", f"{ms.med(ratios):.3f}x",
+        row(f"{num}{k}", f"t2v_nb {n} / diffusers, {size}, CPU time, paired per round{goal}", f"{ms.med(ratios):.3f}x",
             ms.spread(ratios) + f", 95% CI of the median {lo:.3f}-{hi:.3f}; outside the transformer "
             f"{ms.med(outside[n]):.2f} ms/step")
-    row("1e", "same latents as diffusers (max abs difference, record=default)", f"{same:.1e}")
+    row(f"{num}e", f"same latents as diffusers ({size}; max abs difference, record=default)", f"{same:.1e}")
 
 
 # ---------------------------------------------------------------------- 2. memory of attention capture
@@ -256,7 +270,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.skip_timing:
-        bench_time(args.rounds)
+        bench_time(args.rounds, "tiny", "1")
+        bench_time(args.rounds, "toy", "1t")
     if not args.skip_memory:
         bench_capture_memory()
     bench_sizes()
