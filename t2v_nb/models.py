@@ -77,6 +77,14 @@ PRESETS: dict[str, Preset] = {
               "25 steps to halve the time on a T4. Joint text-video attention over 226 T5 tokens + 17,550 video "
               "tokens. 15.4 GB of weights as loaded in float16, 11.5 GB of them the T5-XXL text encoder (its `wo` "
               "layers stay float32): see docs/cogvideox.md for what fits a T4 (16 GB VRAM, 12.7 GB RAM)."),
+    "wan2.1-t2v-1.3b": Preset(
+        source="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", revision=None, variant=None, height=480, width=832,
+        num_frames=33, num_inference_steps=30, guidance_scale=5.0, scheduler="unipc", fps=16.0,
+        notes="Wan 2.1 text-to-video 1.3B (Apache-2.0): a flow-matching diffusion transformer, UMT5-XXL text encoder, "
+              "causal 3-D VAE. The model card's settings are 480x832, 81 frames, 50 steps, guidance 5 (UniPC, flow "
+              "shift 3.0 from the repository's scheduler config); these defaults keep 480x832 but make 33 frames "
+              "in 30 steps for a free Colab T4. The text encoder is ~11 GB in float16: see docs/wan.md for the "
+              "memory plan."),
 }
 
 _NEEDED = ("tokenizer", "text_encoder", "vae", "scheduler")  # every family has these slots

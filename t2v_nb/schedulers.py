@@ -22,7 +22,7 @@ import difflib
 
 import torch
 
-__all__ = ["SCHEDULERS", "make_scheduler", "scheduler_name", "prediction_type", "pred_x0", "step",
+__all__ = ["SCHEDULERS", "FLOW_SCHEDULERS", "make_scheduler", "scheduler_name", "prediction_type", "pred_x0", "step",
            "step_parameters", "save_state", "restore_state"]
 
 # Short name -> (diffusers class name, extra config).
@@ -42,9 +42,39 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
     "cogvideox-dpm": ("CogVideoXDPMScheduler", {}),
 }
 
+# On a flow-matching model (a base scheduler with prediction_type "flow_prediction", or FlowMatch*), the same
+# short names give the flow-matching form of the sampler, with the base's shift of the sigma schedule.
+FLOW_SCHEDULERS: dict[str, tuple[str, dict]] = {
+    "euler": ("FlowMatchEulerDiscreteScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+}
+
+
+def _flow_scheduler(key: str, name: str, base):
+    """The flow-matching scheduler `key` with the shift (and, for the same class, every setting) of `base`."""
+    import diffusers
+
+    if key not in FLOW_SCHEDULERS:
+        raise ValueError(f"{name!r} is not available for a flow-matching model (this one predicts a velocity); "
+                         f"use one of {', '.join(FLOW_SCHEDULERS)}.")
+    cls_name, extra = FLOW_SCHEDULERS[key]
+    cls = getattr(diffusers, cls_name)
+    shift = base.config.get("flow_shift") or base.config.get("shift") or 1.0
+    if type(base) is cls:
+        config = {k: v for k, v in dict(base.config).items() if not k.startswith("_")}
+    elif cls_name.startswith("FlowMatch"):
+        config = {"num_train_timesteps": base.config.num_train_timesteps, "shift": shift}
+    else:
+        config = {"num_train_timesteps": base.config.num_train_timesteps, "prediction_type": "flow_prediction",
+                  "use_flow_sigmas": True, "flow_shift": shift}
+    return cls.from_config({**config, **extra})
+
 
 def make_scheduler(name_or_scheduler, base):
-    """A new scheduler: a short name from SCHEDULERS (configured from `base`'s config), or a copy."""
+    """A new scheduler: a short name from SCHEDULERS (configured from `base`'s config), or a copy.
+
+    For a flow-matching `base` the names in FLOW_SCHEDULERS give their flow-matching form (same shift)."""
     import diffusers
 
     if not isinstance(name_or_scheduler, str):
@@ -53,6 +83,8 @@ def make_scheduler(name_or_scheduler, base):
                             f"not {type(name_or_scheduler).__name__}.")
         return copy.deepcopy(name_or_scheduler)
     key = name_or_scheduler.lower().replace("_", "-")
+    if prediction_type(base) == "flow":
+        return _flow_scheduler(key, name_or_scheduler, base)
     if key not in SCHEDULERS:
         close = difflib.get_close_matches(key, list(SCHEDULERS), n=2, cutoff=0.4)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -65,7 +97,8 @@ def make_scheduler(name_or_scheduler, base):
 def scheduler_name(scheduler) -> str:
     """The short name of `scheduler` if it is one of SCHEDULERS, else its class name."""
     cls = type(scheduler).__name__
-    for name, (cls_name, extra) in SCHEDULERS.items():
+    table = FLOW_SCHEDULERS if prediction_type(scheduler) == "flow" else SCHEDULERS
+    for name, (cls_name, extra) in table.items():
         if cls_name == cls and all(scheduler.config.get(k) == v for k, v in extra.items()):
             if not extra and scheduler.config.get("use_karras_sigmas"):
                 continue  # plain "dpm++" vs "dpm++-karras": same class, told apart by this flag

@@ -21,6 +21,7 @@ Families, in the order they were added:
     modelscope      ModelScope text-to-video, ZeroScope, the toy-shapes model (UNet3DConditionModel)
     animatediff     AnimateDiff: a Stable Diffusion UNet + motion modules (UNetMotionModel, MotionAdapter)
     cogvideox       CogVideoX 1.0 (2b, 5b): a diffusion transformer with joint text-video attention, T5, a 3-D VAE
+    wan             Wan 2.1: a flow-matching diffusion transformer (WanTransformer3DModel, UMT5, AutoencoderKLWan)
 
 Adding one: a new module with a `Family` subclass, an entry in `FAMILIES` below, presets in
 `t2v_nb.models`, and the contract tests (`tests/test_families.py`) parametrized over its tiny components.
@@ -37,6 +38,7 @@ FAMILIES: dict[str, str] = {
     "modelscope": "t2v_nb.families.modelscope:ModelScopeFamily",
     "animatediff": "t2v_nb.families.animatediff:AnimateDiffFamily",
     "cogvideox": "t2v_nb.families.cogvideox:CogVideoXFamily",
+    "wan": "t2v_nb.families.wan:WanFamily",
 }
 
 

@@ -233,6 +233,11 @@ class Family:
         """Video frames that `latent_frames` latent frames decode to."""
         return latent_frames
 
+    def latent_index(self, frame: int) -> int:
+        """The latent frame that video frame `frame` comes from (a latent preview or an attention map has
+        one picture per latent frame)."""
+        return frame
+
     def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
         """[B, C, F, h, w] latents -> float32 [B, F, H, W, 3] in [0, 1]: frame by frame with the 2-D VAE,
         `chunk_size` frames at a time (all at once by default; one at a time after a GPU out-of-memory error)."""
