@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Preset", "PRESETS", "load", "toy_model_dir", "choose_device", "choose_dtype"]
+__all__ = ["Preset", "PRESETS", "load", "toy_model_dir", "choose_device", "choose_dtype", "TextFirstEncoder"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,8 +209,10 @@ def _component_class(family, slot: str, entry: tuple[str, str]) -> Any:
     return getattr(diffusers if lib == "diffusers" else transformers, cls_name)
 
 
-def _load_part(cls, where: str, slot: str, *, local: bool, revision, variant, allow_pickle: bool, dtype):
-    """One component from its subfolder of `where` (a local directory or a hub repository)."""
+def _load_part(cls, where: str, slot: str, *, local: bool, revision, variant, allow_pickle: bool, dtype,
+               device=None):
+    """One component from its subfolder of `where` (a local directory or a hub repository); with a CUDA
+    `device`, straight onto it, shard by shard (RAM holds one shard at a time, not the whole model)."""
     kwargs: dict[str, Any] = {"subfolder": slot} if slot else {}
     if not local:
         kwargs["revision"] = revision
@@ -220,11 +222,59 @@ def _load_part(cls, where: str, slot: str, *, local: bool, revision, variant, al
     kwargs["dtype"] = dtype
     if variant:
         kwargs["variant"] = variant
-    return cls.from_pretrained(where, **kwargs)
+    if device is not None and torch.device(device).type == "cuda":
+        kwargs["device_map"] = str(device)
+    part = cls.from_pretrained(where, **kwargs)
+    if device is not None:
+        part = part.to(device=device).eval().requires_grad_(False)
+    return part
+
+
+class TextFirstEncoder:
+    """A text encoder that exists only while it encodes: loaded straight onto the device, then freed.
+
+    `pipe.encode_text` (called by every `start`) calls it for the prompt and the negative prompt, then
+    `release()`s it. On a GPU the other components (`park`) wait in CPU memory meanwhile, so the encoder
+    has the GPU to itself. Made by `load(..., text_first=True)`; `loads` counts the loads.
+    """
+
+    def __init__(self, load_fn, device: torch.device, dtype: torch.dtype, park: list | None = None):
+        self._load_fn, self.device, self.dtype = load_fn, torch.device(device), dtype
+        self.park = list(park or [])
+        self.model = None
+        self.loads = 0
+
+    def __call__(self, *args, **kwargs):
+        if self.model is None:
+            self._move_parked("cpu")
+            self.model = self._load_fn()
+            self.loads += 1
+        return self.model(*args, **kwargs)
+
+    def release(self) -> None:
+        """Free the encoder (and its GPU memory), bring the parked components back; the next call loads it again."""
+        import gc
+
+        if self.model is None:
+            return
+        self.model = None
+        gc.collect()
+        self._move_parked(self.device)
+
+    def _move_parked(self, device) -> None:
+        if self.device.type != "cuda":
+            return  # on the CPU there is nothing to make room for
+        for part in self.park:
+            part.to(device)
+        torch.cuda.empty_cache()
+
+    def __repr__(self) -> str:
+        return f"TextFirstEncoder({'loaded' if self.model is not None else 'not loaded'}, {self.device}, {self.dtype})"
 
 
 def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str | None = None,
-         variant: str | None = None, allow_pickle: bool = False, scheduler: str | None = None):
+         variant: str | None = None, allow_pickle: bool = False, scheduler: str | None = None,
+         text_first: bool = False):
     """Load a text-to-video model as a `StepwisePipeline`.
 
     Args:
@@ -236,6 +286,10 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
         allow_pickle: also load `.bin` (pickle) weights. Pickle files can run code when loaded: allow
             them only for sources you trust. By default only safetensors load.
         scheduler: a short scheduler name to use instead of the preset's (or the model's own).
+        text_first: keep the text encoder off the device and out of memory: each `start()` loads it
+            straight onto the device, encodes, and frees it (`TextFirstEncoder`). For Wan and CogVideoX on
+            a free Colab T4, whose 16 GB of GPU memory and 12.7 GB of RAM cannot hold their ~11 GB T5
+            encoders beside the transformer. Costs a reload (from the disk cache) per run.
 
     >>> pipe = load("toy-shapes")
     >>> video = pipe.generate("a red circle moving right", seed=0)
@@ -259,8 +313,13 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
         classes = _classes(index)
         extra = {slot: (repo, rev) for slot, repo, rev in (preset.extra if preset else ())}
         family = family_for({slot: cls for slot, (_, cls) in classes.items()} | _extra_classes(extra))
-        parts = _load_parts(family, where, classes, local=local, revision=revision, variant=variant,
-                            allow_pickle=allow_pickle, dtype=dt)
+        how = dict(local=local, revision=revision, variant=variant, allow_pickle=allow_pickle, dtype=dt)
+        parts = _load_parts(family, where, classes, skip=("text_encoder",) if text_first else (), **how)
+        if text_first:
+            cls = _component_class(family, "text_encoder", classes["text_encoder"])
+            parts["text_encoder"] = TextFirstEncoder(
+                lambda: _load_part(cls, where, "text_encoder", device=dev, **how), dev, dt,
+                park=[p for p in parts.values() if isinstance(p, torch.nn.Module)])
         for slot, (repo, rev) in extra.items():  # e.g. AnimateDiff's motion adapter, from its own repository
             cls = _component_class(family, slot, next(iter(family.allowed(slot))))
             parts[slot] = _load_part(cls, repo, "", local=os.path.isdir(repo), revision=rev, variant=None,
@@ -293,13 +352,13 @@ def _extra_classes(extra: dict) -> dict[str, str]:
     return {slot: "MotionAdapter" for slot in extra if slot == "motion_adapter"}
 
 
-def _load_parts(family, where: str, classes: dict, **how) -> dict[str, Any]:
-    """Every component slot of `family` that model_index.json names, each with an allowed class."""
+def _load_parts(family, where: str, classes: dict, skip=(), **how) -> dict[str, Any]:
+    """Every component slot of `family` that model_index.json names (but `skip`), each with an allowed class."""
     needed = [*family.slots, "scheduler"]
     missing = [slot for slot in needed if slot not in classes]
     if missing:
         raise ValueError(f"model_index.json of {where!r} has no {', '.join(map(repr, missing))} entry.")
-    wanted = needed + [slot for slot in family.optional_slots if slot in classes]
+    wanted = [slot for slot in needed + [s for s in family.optional_slots if s in classes] if slot not in skip]
     return {slot: _load_part(_component_class(family, slot, classes[slot]), where, slot, **how) for slot in wanted}
 
 

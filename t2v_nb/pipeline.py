@@ -279,6 +279,9 @@ class StepwisePipeline:
             ntok = fam.tokenize(fam.clean_prompt(negative_prompt))
             neg = fam.encode(ntok.ids.to(device), ntok.mask.to(device)).to(self.dtype)  # [B, L, D]
             neg = emit("text.negative_embeddings", neg)
+        release = getattr(self.text_encoder, "release", None)  # a text-first encoder frees itself now
+        if callable(release):
+            release()
         return TextFeatures(prompt, negative_prompt, tok.tokens, ids, emb, neg, tok.truncated, tok.mask,
                             [fam.word(t) for t in tok.tokens], [fam.is_special(t) for t in tok.tokens])
 

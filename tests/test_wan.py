@@ -259,3 +259,19 @@ def test_defaults_without_a_preset_are_wan_pipeline_s_and_frame_positions_are_bo
     assert pipe.max_frames == 125  # the tiny transformer's RoPE knows 32 frame positions: 4 x 31 + 1 frames
     with pytest.raises(ValueError, match="num_frames=125"):
         pipe.start(PROMPT, seed=0, **{**SMALL, "num_frames": 129})
+
+
+def test_text_first_loads_the_encoder_only_to_encode_and_gives_the_same_video(tmp_path, monkeypatch):
+    # The free-Colab plan for Wan's ~11 GB UMT5: load, encode, free; then the transformer works alone.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tiny_wan.reference(tiny_wan.components()).save_pretrained(tmp_path / "wan")
+    resident = t2v_nb.load(str(tmp_path / "wan"), device="cpu")
+    first = t2v_nb.load(str(tmp_path / "wan"), device="cpu", text_first=True)
+    assert first.text_encoder.model is None  # nothing loaded yet
+    kw = dict(tiny_wan.SMALL, seed=0, guidance_scale=5.0, negative_prompt="blurry", progress=False)
+    expected = resident.generate("a red circle", **kw).frames
+    got = first.generate("a red circle", **kw).frames
+    assert np.array_equal(got, expected)
+    assert first.text_encoder.model is None and first.text_encoder.loads == 1  # prompt + negative: one load
+    first.generate("a blue square", **kw)
+    assert first.text_encoder.loads == 2
