@@ -138,7 +138,6 @@ def guidance_parts(run, step: int, space: str = "x0") -> dict[str, torch.Tensor]
         x = tr.step("step.latents", step)
         t = run.timesteps[step]
         sched = run.scheduler
-        parts = {k: pred_x0(sched, None, x.to(sched.alphas_cumprod.device), v.to(sched.alphas_cumprod.device), t, step).cpu()
-                 for k, v in parts.items()}
+        parts = {k: pred_x0(sched, None, x, v, t, step).cpu() for k, v in parts.items()}  # on the CPU
     parts["difference"] = parts["text"] - parts["uncond"]
     return parts
