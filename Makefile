@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` (the main job) and `make test` (the whole suite).
-# Both create the virtual environment at .venv and install t2v_nb into it first.
+# Both create the virtual environment at .venv and install t2v_nb into it first. `make lab` opens the
+# tutorials in JupyterLab (installing the `lab` extra into .venv first).
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 # machine's disk when it is there (Python 3.11), else whatever pip resolves.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-ipywidgets7 bench venv clean
+.PHONY: demo test lab test-ipywidgets7 test-lowest bench venv clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +40,31 @@ $(VENV7)/.installed: pyproject.toml
 test-ipywidgets7: $(VENV7)/.installed
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENV7)/bin/python -m pytest -q tests/test_widgets.py tests/test_notebooks.py
 
+# JupyterLab on notebooks/, from this folder's .venv (its kernel sees t2v_nb). Stop it with Ctrl-C.
+lab: venv
+	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/pip install -q -e ".[dev,lab]"
+	HF_HUB_OFFLINE=1 $(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+# The lowest versions the package allows: every dependency of pyproject.toml pinned to its floor (.ci/floors.py;
+# torch excepted: it is not pinned, the job takes $(TORCH)), then the tests that load the toy model, run the
+# pipeline and compare it with diffusers' own pipelines, and the video and figure tests.
+VENVLOW := .venv-lowest
+LOWEST_TESTS ?= tests/test_models.py tests/test_toy_model.py tests/test_pipeline.py tests/test_reference.py \
+	tests/test_inputs.py tests/test_video.py tests/test_viz.py
+$(VENVLOW)/.installed: pyproject.toml .ci/floors.py
+	$(PYTHON) -m venv $(VENVLOW)
+	$(VENVLOW)/bin/python -m pip install -q --upgrade pip
+	$(VENVLOW)/bin/pip install -q "$(TORCH)" || $(VENVLOW)/bin/pip install -q torch
+	$(PYTHON) .ci/floors.py pyproject.toml > $(VENVLOW)/floors.txt
+	$(VENVLOW)/bin/pip install -q -c $(VENVLOW)/floors.txt -e ".[dev]"
+	touch $@
+
+test-lowest: $(VENVLOW)/.installed
+	$(VENVLOW)/bin/pip list 2>/dev/null | grep -i -E "^(torch|diffusers|transformers|accelerate|huggingface.hub|numpy|tokenizers) "
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENVLOW)/bin/python -m pytest -q $(LOWEST_TESTS)
+
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench.py
 
 clean:
-	rm -rf $(VENV) $(VENV7) outputs .pytest_cache
+	rm -rf $(VENV) $(VENV7) $(VENVLOW) outputs .pytest_cache

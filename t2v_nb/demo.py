@@ -2,7 +2,7 @@
 
     python -m t2v_nb.demo --out outputs
 
-For each prompt it writes `<name>.mp4`, `<name>.json` (the run record: prompt, seed, every parameter,
+For each prompt it writes `<name>.mp4`, `<name>.mp4.json` (the run record: prompt, seed, every parameter,
 library versions), and `<name>_pred_x0.png` (the model's guess of the clean video at every step, one
 row per step, one column per frame). Runs offline on a CPU with the bundled toy-shapes model.
 """
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         if os.path.exists(png) and not args.overwrite:
             raise FileExistsError(f"{png} exists; pass --overwrite to replace it.")
         fig.savefig(png, dpi=80)
-        print(f"{prompt!r}: {run.num_steps} steps in {seconds:.2f} s -> {name}.mp4, {name}.json, {png}")
+        print(f"{prompt!r}: {run.num_steps} steps in {seconds:.2f} s -> {name}.mp4, {name}.mp4.json, {png}")
     print(f"done: open the files in {os.path.abspath(args.out)}")
     return 0
 

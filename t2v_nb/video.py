@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Video", "video_is_available"]
+__all__ = ["Video", "sidecar_path", "video_is_available"]
 
 _SUFFIXES = (".mp4", ".gif")
 _MAX_DISPLAY_SIDE = 512  # to_html downsamples larger videos to keep notebooks small.
@@ -67,6 +67,16 @@ def video_is_available() -> bool:
     except (ImportError, RuntimeError):
         return False
     return True
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> pathlib.Path:
+    """The JSON sidecar `Video.save(path)` writes beside the video: the file name plus `.json`.
+
+    >>> sidecar_path("runs/clip.mp4"), sidecar_path("runs/clip.gif")
+    (PosixPath('runs/clip.mp4.json'), PosixPath('runs/clip.gif.json'))
+    """
+    path = pathlib.Path(path)
+    return path.with_name(path.name + ".json")
 
 
 def _pad_to_even(frames: np.ndarray) -> np.ndarray:
@@ -142,7 +152,7 @@ class Video:
     >>> video = Video(frames, fps=8.0, record={"prompt": "a red circle moving right"})
     >>> video
     Video(8 frames, 64x64 (HxW), 8 fps, 1.00 s, prompt='a red circle moving right')
-    >>> video.save("out.mp4")  # also writes out.json  # doctest: +SKIP
+    >>> video.save("out.mp4")  # also writes out.mp4.json  # doctest: +SKIP
     """
 
     frames: np.ndarray
@@ -260,7 +270,8 @@ class Video:
         `.gif` loops forever. Files are written under temporary names in the same directory and
         then renamed, so an interrupted save never leaves a partial file at `path`.
 
-        The sidecar `<path without suffix>.json` holds the file name, fps, num_frames, height,
+        The sidecar `<path>.json` (`clip.mp4` -> `clip.mp4.json`, so the same video saved as MP4 and
+        GIF side by side has two sidecars) holds the file name, fps, num_frames, height,
         width, t2v_nb's version and the record minus credential-like keys (containing "secret",
         "password", "api_key", ... or ending in "token"; a warning names them).
 
@@ -282,7 +293,7 @@ class Video:
                 f"Cannot save to {str(path)!r}: suffix {path.suffix!r} is not one of "
                 f"{_SUFFIXES}."
             )
-        json_path = path.with_suffix(".json")
+        json_path = sidecar_path(path)
         targets = [path, json_path] if sidecar else [path]
         for target in targets:
             if target.exists() and not overwrite:
@@ -342,9 +353,11 @@ class Video:
         fps = array.metadata.fps if array.metadata and array.metadata.fps else 8.0
         frames = np.asarray(array, dtype=np.float32) / 255.0
         record: dict[str, Any] = {}
-        json_path = path.with_suffix(".json")
+        json_path = sidecar_path(path)
+        if not json_path.exists():  # earlier t2v_nb wrote clip.json, for clip.mp4 and clip.gif alike
+            json_path = path.with_suffix(".json")
         meta = json.loads(json_path.read_text("utf-8")) if json_path.exists() else {}
-        if meta and meta.get("file") != path.name:  # clip.gif beside clip.mp4's clip.json
+        if meta and meta.get("file") != path.name:  # an old clip.json of clip.mp4 beside clip.gif
             warnings.warn(f"{str(json_path)!r} describes {meta.get('file')!r}; record not loaded.")
         elif meta:
             record, fps = meta.get("record", {}), meta.get("fps", fps)

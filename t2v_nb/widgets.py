@@ -24,8 +24,10 @@ no third-party widgets. Python-side state for code and tests: `studio.run` (the 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
+import sys
 import threading
 import time
 import traceback
@@ -207,14 +209,13 @@ class Studio:
         self._say_error(None)
         settings = self.settings()
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with _own_warnings() as notes:
                 record = self._record(settings)
                 run = self.pipe.start(**settings, record=record)  # checks the inputs, then encodes the text
         except Exception as e:  # noqa: BLE001 - every failure is shown in the studio, not as a traceback
             self._say_error(e)
             return None
-        self.notes = [str(w.message) for w in caught]
+        self.notes = notes
         self.message.value = "".join(f"<div style='color:#850;background:#fff6e0;padding:4px 8px;margin:2px 0'>"
                                      f"{html.escape(note)}</div>" for note in self.notes)
         self.run, self.steps, self._cache = run, [], {}
@@ -332,8 +333,8 @@ class Studio:
         self.step_slider.value = k - 1
         if any(n.startswith("attn.cross.") for n in run.trace.names()):
             text = run.text  # start and end markers left out; tokens shown as words
-            self._set_words([(f"{p}: {w}", p) for p, (w, special) in enumerate(zip(text.words, text.special))
-                             if not special])
+            words = [(f"{p}: {w}", p) for p, (w, special) in enumerate(zip(text.words, text.special)) if not special]
+            self._set_words(words or [("(the empty prompt has no words)", None)])
         self.plot.outputs = (_bundle(viz.latent_stats(run.trace)),)
 
     def _set_words(self, options: list) -> None:
@@ -438,6 +439,42 @@ class Studio:
             self.frame_slider.value = (self.frame_slider.value + 1) % n
             time.sleep(delay)
         self.play.value = False
+
+
+# ---------------------------------------------------------------------- warnings
+
+
+@contextlib.contextmanager
+def _own_warnings():
+    """Collect, as a list of messages, the warnings t2v_nb itself raises in the block (prompt cut at 77 tokens,
+    attention layers left out, ...): what the studio's notes box shows the learner.
+
+    Other libraries' warnings (numpy's and torch's deprecations inside diffusers' schedulers, for example) are
+    not the learner's business: they go on to Python's usual handling, under the filters in force.
+    A warning counts as t2v_nb's when `warnings.warn` was called from a t2v_nb module, whatever frame its
+    `stacklevel` names (t2v_nb attributes prompt warnings to the user's cell).
+    """
+    notes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)  # ours again on every Run, not once per place
+        passed_on = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, UserWarning) and _raised_by_t2v_nb():
+                notes.append(str(message))
+            else:
+                passed_on(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield notes
+
+
+def _raised_by_t2v_nb() -> bool:
+    """Called inside a `showwarning` hook: is the code that called `warnings.warn` part of t2v_nb?"""
+    frame = sys._getframe(2)  # skip _raised_by_t2v_nb and the hook
+    while frame is not None and frame.f_globals.get("__name__") in ("warnings", "_py_warnings"):
+        frame = frame.f_back  # warnings' own Python frames (warnings.warn itself is C: it has none)
+    return frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "t2v_nb"
 
 
 # ---------------------------------------------------------------------- pictures

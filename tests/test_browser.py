@@ -2,8 +2,9 @@
 
 Kernel-side tests cannot tell whether the widgets render (with no widget manager, JupyterLab shows the
 text `VBox(children=...)` and every kernel-side assertion still passes). This test opens
-notebooks/07_studio.ipynb in JupyterLab, runs all cells on a tiny random model, clicks Run, moves the
-step slider with the keyboard, clicks Stop during a second run, and saves a screenshot.
+notebooks/07_studio.ipynb in JupyterLab, runs all cells with the bundled toy-shapes model (what a learner on a
+CPU gets), clicks Run with attention captured, checks the notes box holds no library deprecation noise, moves
+the step slider with the keyboard, clicks Stop during a second run, and saves a screenshot.
 
 Needs `/usr/bin/chromium` (apt-get install -y chromium), and `pip install playwright jupyterlab`
 (never `playwright install`: the system Chromium is used). tests/browser_setup.sh installs them.
@@ -50,14 +51,6 @@ pytestmark = pytest.mark.skipif(bool(_missing()), reason=f"browser test needs {_
                                                           f"tests/browser_setup.sh installs them")
 
 
-def save_tiny_model(path: Path) -> Path:
-    """A tiny random model with a motion UNet in the diffusers layout, with defaults and preview factors."""
-    from conftest import save_model_dir
-
-    return save_model_dir(path, defaults={"height": 16, "width": 16, "num_frames": 4, "num_inference_steps": 8,
-                                          "guidance_scale": 7.5, "fps": 8.0}, preview=True)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,20 +73,19 @@ def _descendants(pid: int) -> list[int]:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """JupyterLab on 127.0.0.1 (random port, a token), its state in a temporary directory, serving a copy of
-    the notebook; kernels get T2V_NB_MODEL = a tiny model. Yields (base URL, token, log path)."""
+    the notebook; kernels get T2V_NB_MODEL=toy-shapes (the bundled model, also on a machine with a GPU).
+    Yields (base URL, token, log path)."""
     tmp = tmp_path_factory.mktemp("lab")
     serve = tmp / "notebooks"
     serve.mkdir()
     shutil.copy(ROOT / "notebooks" / NOTEBOOK, serve / NOTEBOOK)
-    sys.path.insert(0, str(ROOT / "tests"))
-    model = save_tiny_model(tmp / "tiny-model")
     settings = tmp / "settings"
     for plugin, values in {"@jupyterlab/docmanager-extension/plugin": {"autosave": False},
                            "@jupyterlab/apputils-extension/notification": {"fetchNews": "false",
                                                                            "checkForUpdates": False}}.items():
         (settings / plugin).parent.mkdir(parents=True, exist_ok=True)
         (settings / f"{plugin}.jupyterlab-settings").write_text(json.dumps(values))
-    env = dict(os.environ, T2V_NB_MODEL=str(model), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+    env = dict(os.environ, T2V_NB_MODEL="toy-shapes", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
                JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
                JUPYTER_DATA_DIR=str(tmp / "data"), JUPYTERLAB_SETTINGS_DIR=str(settings),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), IPYTHONDIR=str(tmp / "ipython"),
@@ -167,14 +159,24 @@ def _drive(page, url: str, tmp_path: Path) -> None:
     _wait_idle(page, 60)
     outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
     assert not any("VBox(" in t for t in outputs), "the widget manager is missing: the studio shows as text"
+    assert any("toy-shapes: loads in seconds" in t for t in outputs), "the notebook did not load the toy model"
     print(f"notebook open and run in {time.monotonic() - t_start:.1f} s")
 
-    # A first run, with attention, to the end.
+    # A first run of the real toy model (its own scheduler, DPM-Solver++), with attention, to the end.
     status = page.locator(".t2v-status")
+    steps = page.locator(".t2v-steps input")
+    assert steps.input_value() == "20", "not the toy model's default of 20 steps"
+    steps.fill("8")
+    steps.press("Enter")
     page.locator(".t2v-attention input").check()
     page.locator("button.t2v-run").click()
     status.filter(has_text=re.compile(r"done after 8 of 8")).wait_for(timeout=60_000)
     page.locator("img.t2v-words").wait_for(state="visible", timeout=10_000)
+    notes = page.locator(".t2v-message").inner_text()
+    for noise in ("Deprecat", "__array__", "copy keyword", "FutureWarning"):
+        assert noise not in notes, f"library noise in the studio's notes box: {notes!r}"
+    words = page.locator(".t2v-word select option").all_inner_texts()
+    assert any("red" in w for w in words), words  # the toy's word-level tokens of "a red circle moving right"
 
     # Scrubbing: keyboard on the step slider's handle; the preview's src changes.
     handle = page.locator(".t2v-step-slider .noUi-handle, .t2v-step-slider .ui-slider-handle")  # ipywidgets 8, 7
@@ -206,7 +208,6 @@ def _drive(page, url: str, tmp_path: Path) -> None:
     print(f"screenshot: {shot}")
 
     # A long second run, stopped in the middle.
-    steps = page.locator(".t2v-steps input")
     steps.fill("400")
     steps.press("Enter")
     page.locator(".t2v-attention input").uncheck()

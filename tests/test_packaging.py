@@ -1,4 +1,5 @@
-"""The install paths agree: pyproject.toml and environment.yml name the same dependencies."""
+"""The install paths agree: pyproject.toml and environment.yml name the same dependencies; `make lab` and the
+lowest-versions job exist and are what the README and CI say."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ def _name(req: str) -> str:
 
 
 def test_environment_yml_matches_pyproject():
+    """environment.yml = the dependencies + the `lab` extra (a conda user gets JupyterLab too)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pypi = {_name(r): r.replace(" ", "") for r in project["dependencies"]}
+    wanted = project["dependencies"] + project["optional-dependencies"]["lab"]
+    pypi = {_name(r): r.replace(" ", "") for r in wanted}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
     conda = {}
     for item in env:
@@ -45,3 +48,32 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make demo" in readme
+
+
+def test_accelerate_and_jupyterlab_are_declared():
+    """accelerate: diffusers loads with low memory, offloads, and loads a Wan transformer at all only with it."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "accelerate" in {_name(r) for r in project["dependencies"]}
+    assert "jupyterlab" in {_name(r) for r in project["optional-dependencies"]["lab"]}
+
+
+def test_every_dependency_has_a_floor_that_the_lowest_job_pins():
+    import subprocess
+    import sys
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    out = subprocess.run([sys.executable, str(ROOT / ".ci" / "floors.py"), str(ROOT / "pyproject.toml")],
+                         capture_output=True, text=True, check=True).stdout.split()
+    pins = {_name(line): line.split("==")[1] for line in out}
+    for req in project["dependencies"]:
+        floor = re.search(r">=\s*([\d.]+)", req).group(1)
+        assert _name(req) == "torch" or pins[_name(req)] == floor, req
+    assert "torch" not in pins  # deliberately unpinned: the job takes the Makefile's TORCH
+
+
+def test_make_lab_and_the_lowest_job_are_wired_up():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^lab: venv\n(\t.*\n)*\t.*jupyter lab --notebook-dir=notebooks", makefile, re.M)
+    assert re.search(r"^test-lowest:", makefile, re.M) and ".ci/floors.py" in makefile
+    assert "make test-lowest" in (ROOT / ".ci" / "run").read_text()
+    assert "make lab" in (ROOT / "README.md").read_text()

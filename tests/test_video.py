@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from t2v_nb import video as video_module
-from t2v_nb.video import Video, video_is_available
+from t2v_nb.video import Video, sidecar_path, video_is_available
 
 needs_ffmpeg = pytest.mark.skipif(
     not video_is_available(), reason="no ffmpeg: pip install imageio-ffmpeg or apt install ffmpeg"
@@ -134,7 +134,7 @@ def test_odd_size_is_padded_for_mp4_and_load_crops_back(tmp_path):
     frames = moving_square(3, 31, 45)
     out = Video(frames, record=dict(RECORD)).save(tmp_path / "odd.mp4")
     assert "46x32" in stream_info(out)  # W x H, padded to even
-    meta = json.loads((tmp_path / "odd.json").read_text())
+    meta = json.loads((tmp_path / "odd.mp4.json").read_text())
     assert (meta["height"], meta["width"]) == (31, 45)
     assert (meta["encoded_height"], meta["encoded_width"]) == (32, 46)
     back = Video.load(out)
@@ -142,28 +142,55 @@ def test_odd_size_is_padded_for_mp4_and_load_crops_back(tmp_path):
     assert np.abs(back.frames - frames).mean() < 0.03
     Video(frames).save(tmp_path / "odd.gif", sidecar=False)  # GIF needs no padding
     assert "45x31" in stream_info(tmp_path / "odd.gif")
-    with pytest.warns(UserWarning, match=r"odd\.json.*describes 'odd\.mp4'"):
-        gif = Video.load(tmp_path / "odd.gif")  # odd.json belongs to odd.mp4
+    gif = Video.load(tmp_path / "odd.gif")  # no odd.gif.json: no record; odd.mp4.json is not its
     assert gif.record == {} and gif.frames.shape == (3, 31, 45, 3)
+
+
+@needs_ffmpeg
+def test_the_same_video_as_mp4_and_gif_side_by_side(tmp_path):
+    video = Video(moving_square(3, 31, 45), record=dict(RECORD))
+    video.save(tmp_path / "clip.mp4")
+    video.save(tmp_path / "clip.gif")  # its sidecar does not collide with the MP4's
+    assert sidecar_path(tmp_path / "clip.mp4") == tmp_path / "clip.mp4.json"
+    mp4_meta = json.loads((tmp_path / "clip.mp4.json").read_text())
+    gif_meta = json.loads((tmp_path / "clip.gif.json").read_text())
+    assert (mp4_meta["file"], gif_meta["file"]) == ("clip.mp4", "clip.gif")
+    assert (mp4_meta["encoded_width"], "encoded_width" in gif_meta) == (46, False)  # only the MP4 is padded
+    assert mp4_meta["record"] == gif_meta["record"] == RECORD
+    for name in ("clip.mp4", "clip.gif"):
+        back = Video.load(tmp_path / name)
+        assert back.record == RECORD and back.frames.shape == (3, 31, 45, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif", "clip.gif.json", "clip.mp4", "clip.mp4.json"]
+
+
+@needs_ffmpeg
+def test_an_older_sidecar_named_without_the_video_suffix_is_read_when_it_matches(tmp_path):
+    Video(moving_square(), record=dict(RECORD)).save(tmp_path / "clip.mp4")
+    (tmp_path / "clip.mp4.json").rename(tmp_path / "clip.json")  # what an earlier t2v_nb wrote
+    assert Video.load(tmp_path / "clip.mp4").record == RECORD
+    Video(moving_square()).save(tmp_path / "clip.gif", sidecar=False)
+    with pytest.warns(UserWarning, match=r"clip\.json.*describes 'clip\.mp4'"):
+        gif = Video.load(tmp_path / "clip.gif")  # clip.json belongs to clip.mp4
+    assert gif.record == {}
 
 
 @needs_ffmpeg
 def test_existing_files_are_kept_unless_overwrite(tmp_path):
     path = tmp_path / "clip.mp4"
     Video(moving_square(), record={"prompt": "first"}).save(path)
-    before, before_json = path.read_bytes(), (tmp_path / "clip.json").read_text()
+    before, before_json = path.read_bytes(), (tmp_path / "clip.mp4.json").read_text()
     second = Video(1.0 - moving_square(), record={"prompt": "second"})
     with pytest.raises(FileExistsError, match=r"clip\.mp4.*overwrite=True"):
         second.save(path)
-    assert path.read_bytes() == before and (tmp_path / "clip.json").read_text() == before_json
+    assert path.read_bytes() == before and (tmp_path / "clip.mp4.json").read_text() == before_json
     # The sidecar is protected too, and checked before anything is written.
     path.unlink()
-    with pytest.raises(FileExistsError, match=r"clip\.json"):
+    with pytest.raises(FileExistsError, match=r"clip\.mp4\.json"):
         second.save(path)
     assert not path.exists()
     second.save(path, overwrite=True)
     assert path.read_bytes() != before
-    assert json.loads((tmp_path / "clip.json").read_text())["record"]["prompt"] == "second"
+    assert json.loads((tmp_path / "clip.mp4.json").read_text())["record"]["prompt"] == "second"
     assert leftovers(tmp_path) == []
 
 
@@ -184,7 +211,7 @@ def test_sidecar_contents_and_serialisation(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing here looks secret: no "dropped" warning
         Video(moving_square(), fps=6.0, record=record).save(tmp_path / "run.mp4")
-    meta = json.loads((tmp_path / "run.json").read_text())
+    meta = json.loads((tmp_path / "run.mp4.json").read_text())
     assert meta["file"] == "run.mp4"
     assert (meta["fps"], meta["num_frames"], meta["height"], meta["width"]) == (6.0, 4, 32, 32)
     assert "t2v_nb_version" in meta and "encoded_height" not in meta
@@ -201,9 +228,9 @@ def test_saved_files_get_ordinary_permissions_and_readable_text(tmp_path):
     reference = tmp_path / "reference"
     reference.write_text("")  # created with the process umask, like any new file
     Video(moving_square(), record={"prompt": "un carré blanc"}).save(tmp_path / "clip.mp4")
-    for name in ("clip.mp4", "clip.json"):
+    for name in ("clip.mp4", "clip.mp4.json"):
         assert (tmp_path / name).stat().st_mode == reference.stat().st_mode
-    assert "un carré blanc" in (tmp_path / "clip.json").read_text(encoding="utf-8")
+    assert "un carré blanc" in (tmp_path / "clip.mp4.json").read_text(encoding="utf-8")
 
 
 @needs_ffmpeg
@@ -221,7 +248,7 @@ def test_secret_like_record_entries_are_not_written(tmp_path):
     }
     with pytest.warns(UserWarning, match=r"HF_TOKEN.*model\.use_auth_token"):
         Video(moving_square(), record=record).save(tmp_path / "run.gif")
-    text = (tmp_path / "run.json").read_text()
+    text = (tmp_path / "run.gif.json").read_text()
     for value in (secret, "sk-123", "sk-456", "hunter2", '"s3"'):
         assert value not in text
     rec = json.loads(text)["record"]

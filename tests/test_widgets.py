@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 
 import pytest
 import torch
@@ -225,3 +226,52 @@ def test_warnings_show_as_notes(previewed):
     run_to_end(studio)
     assert studio.error is None and any("cut" in note for note in studio.notes)
     assert "cut" in studio.message.value
+
+
+def test_notes_show_only_t2v_nbs_own_warnings(previewed, monkeypatch):
+    """Library noise (a DeprecationWarning, a library's UserWarning) stays out of the notes box; ours is there, on
+    every Run, not only the first."""
+    scheduler = type(previewed.scheduler)
+    set_timesteps = scheduler.set_timesteps
+
+    def noisy_set_timesteps(self, *args, **kwargs):  # this module stands for a library: not t2v_nb
+        warnings.warn("__array__ implementation doesn't accept a copy keyword", DeprecationWarning)
+        warnings.warn("a library's own user warning", UserWarning)
+        return set_timesteps(self, *args, **kwargs)
+
+    monkeypatch.setattr(scheduler, "set_timesteps", noisy_set_timesteps)
+    studio = Studio(previewed, "a" * 200, num_inference_steps=1, capture_attention=True)
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as passed_on:
+            warnings.simplefilter("always")
+            run_to_end(studio)
+        assert len(studio.notes) == 1 and "cut" in studio.notes[0], studio.notes
+        assert "__array__" not in studio.message.value and "library" not in studio.message.value
+        # the library's warnings are not swallowed: they go on to Python's usual handling
+        assert {str(w.message) for w in passed_on} >= {"a library's own user warning"}
+
+
+def test_no_deprecation_notes_with_attention_and_every_scheduler(previewed):
+    """What the learner saw in JupyterLab: numpy's `__array__ ... copy keyword` DeprecationWarning (raised inside
+    diffusers' DPM-Solver and Euler `set_timesteps` with numpy 2 and torch's `Tensor.__array__`) in the notes."""
+    studio = Studio(previewed, "red box", num_inference_steps=2, capture_attention=True)
+    for name, _ in studio.scheduler.options:
+        studio.scheduler.value = name
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # what the studio used to do: make every warning visible
+            run_to_end(studio)
+        assert studio.notes == [], (name, studio.notes)
+        assert studio.message.value == ""
+
+
+def test_the_empty_prompt_with_attention_draws_its_results(previewed):
+    """"" is a valid prompt (the unconditional model): no words to pick, everything else drawn."""
+    studio = Studio(previewed, "", num_inference_steps=2, capture_attention=True)
+    run_to_end(studio)
+    assert any(n.startswith("attn.cross.") for n in studio.run.trace.names())
+    assert "done after 2 of 2 steps" in studio.status.value
+    assert studio.word.value is None and studio.word.disabled and studio.word_image.layout.display == "none"
+    assert studio.word.options[0][0] == "(the empty prompt has no words)"
+    assert png(studio.preview).startswith(b"\x89PNG")
+    studio.step_slider.value = 0  # scrubbing still works
+    assert studio.error is None, studio.error_traceback
