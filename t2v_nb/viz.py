@@ -36,7 +36,8 @@ __all__ = [
 _WORD_END = "</w>"
 _WORD_END_MARK = "␣"  # how a word end is shown: "red</w>" -> "red␣"
 _SPECIAL = re.compile(r"^<\|.*\|>$|^<(s|/s|pad|bos|eos)>$|^\[(CLS|SEP|PAD)\]$")
-_SHORT = {"<|startoftext|>": "<start>", "<|endoftext|>": "<end>"}  # CLIP's markers, in figures
+_SHORT = {"<|startoftext|>": "<start>", "<|endoftext|>": "<end>", "</s>": "<end>"}  # CLIP's and T5's markers
+_WORD_START = "\u2581"  # T5 / SentencePiece: "▁red" starts a word; shown as "␣red"
 _DIVERGING = "RdBu_r"  # negative blue, zero white, positive red
 _NO_TICKS = {"xticks": [], "yticks": []}
 
@@ -73,14 +74,18 @@ def _images(x: Any) -> np.ndarray:
 
 
 def _show_token(tok: str) -> str:
-    """'red</w>' -> 'red␣'; '<|startoftext|>' -> '<start>'; '<|endoftext|>' -> '<end>'."""
-    return _SHORT.get(tok) or (tok[: -len(_WORD_END)] + _WORD_END_MARK if tok.endswith(_WORD_END) else tok)
+    """'red</w>' -> 'red␣' (CLIP); '▁red' -> '␣red' (T5); '<|startoftext|>' -> '<start>'; '</s>' -> '<end>'."""
+    if tok in _SHORT:
+        return _SHORT[tok]
+    if tok.endswith(_WORD_END):
+        return tok[: -len(_WORD_END)] + _WORD_END_MARK
+    return _WORD_END_MARK + tok[1:] if tok.startswith(_WORD_START) else tok
 
 
 def _token_role(tok: str, pos: int, n: int) -> str:
     if _SPECIAL.match(tok):
-        return "start of text" if pos == 0 else ("end of text" if pos == n - 1 else "special")
-    return "word end" if tok.endswith(_WORD_END) else ""
+        return "start of text" if pos == 0 and tok != "</s>" else ("end of text" if pos == n - 1 else "special")
+    return "word end" if tok.endswith(_WORD_END) else ("word start" if tok.startswith(_WORD_START) else "")
 
 
 def _positions(embeddings: Any, n: int, name: str = "embeddings") -> np.ndarray:
@@ -200,10 +205,14 @@ def token_table_html(tokens: Sequence[str], ids: Any = None) -> str:
         shown = html.escape(tok)
         if tok.endswith(_WORD_END):
             shown = html.escape(tok[: -len(_WORD_END)]) + f"<b style='color:#c33'>{_WORD_END_MARK}</b>"
+        elif tok.startswith(_WORD_START):
+            shown = f"<b style='color:#c33'>{_WORD_END_MARK}</b>" + html.escape(tok[1:])
         rows.append([str(pos), f"<code>{shown}</code>"] + ([str(id_list[pos])] if id_list else []) + [role])
         styles.append("background:#e8eefc" if role.endswith("of text") else "")
     head = ["position", "token"] + (["id"] if id_list else []) + ["note"]
-    caption = f"{n} tokens; {_WORD_END_MARK} marks <code>{html.escape(_WORD_END)}</code>, the end of a word"
+    t5 = any(t.startswith(_WORD_START) for t in tokens)
+    caption = (f"{n} tokens; {_WORD_END_MARK} marks " + ("<code>\u2581</code>, the start of a word" if t5 else
+                                                         f"<code>{html.escape(_WORD_END)}</code>, the end of a word"))
     return _html_table(head, rows, styles, caption)
 
 

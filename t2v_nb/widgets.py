@@ -306,7 +306,7 @@ class Studio:
         F = run.params["num_frames"]
         f = min(self.frame_slider.value, F - 1)
         if self.pipe.preview is not None:
-            frames = self.pipe.preview(step.pred_x0)[0]  # [F, h, w, 3]: the linear preview
+            frames = _per_video_frame(self.pipe, self.pipe.preview(step.pred_x0)[0], F)  # [F, h, w, 3]: linear preview
             one = frames[f : f + 1]
         else:  # no linear factors: a full VAE decode, of one frame only
             frames = one = self.pipe.decode_latents(step.pred_x0, frames=[f])[0].cpu().numpy()  # [1, H, W, 3]
@@ -384,7 +384,8 @@ class Studio:
             return self._decoder(step, name)
         key = (name, step)
         if key not in self._cache:
-            self._cache[key] = self.pipe.preview(self.run.trace.step(name, step))[0]  # [F, h, w, 3]
+            per_latent = self.pipe.preview(self.run.trace.step(name, step))[0]  # [F', h, w, 3]
+            self._cache[key] = _per_video_frame(self.pipe, per_latent, self.run.params["num_frames"])  # [F, h, w, 3]
         return self._cache[key]
 
     def _redraw(self, strip: bool = True) -> None:
@@ -417,7 +418,8 @@ class Studio:
 
         key = ("words", pos, self.step_slider.value)
         if key not in self._cache:
-            m = word_maps(self.run, [pos], steps=[self.step_slider.value])[0].numpy()  # [F, h', w']
+            m = word_maps(self.run, [pos], steps=[self.step_slider.value])[0].numpy()  # [F', h', w']
+            m = _per_video_frame(self.pipe, m, len(frames))  # [F, h', w']
             self._cache[key] = (m - m.min()) / max(float(m.max() - m.min()), 1e-12)
         base = _display(frames, height).astype(np.float32) / 255  # [F, Hd, Wd, 3]
         heat = _resize(self._cache[key], base.shape[1:3])  # [F, Hd, Wd] in [0, 1]
@@ -478,6 +480,14 @@ def _raised_by_t2v_nb() -> bool:
 
 
 # ---------------------------------------------------------------------- pictures
+
+
+def _per_video_frame(pipe, per_latent: np.ndarray, num_frames: int) -> np.ndarray:
+    """One picture per latent frame -> one per video frame: a model whose VAE packs several frames into one
+    latent frame (Wan, CogVideoX: 4) shows the same latent picture for each of them."""
+    if len(per_latent) == num_frames:
+        return per_latent
+    return per_latent[[pipe.family.latent_index(f) for f in range(num_frames)]]
 
 
 def _sizes(pipe) -> list[tuple[str, tuple[int, int]]]:

@@ -9,6 +9,7 @@ import threading
 import time
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -275,3 +276,30 @@ def test_the_empty_prompt_with_attention_draws_its_results(previewed):
     assert png(studio.preview).startswith(b"\x89PNG")
     studio.step_slider.value = 0  # scrubbing still works
     assert studio.error is None, studio.error_traceback
+
+
+@pytest.mark.parametrize("family", ["tiny_wan", "tiny_cogvideox"])
+def test_the_studio_runs_a_diffusion_transformer_with_attention(family):
+    # One picture per latent frame (4 video frames each, after the first) is shown for each of its video frames.
+    import importlib
+
+    fam = importlib.import_module(family)
+    pipe = fam.tiny_pipe()
+    pipe.defaults.update(fam.SMALL)  # the real model's 480x832 is more than a tiny transformer has positions for
+    if pipe.preview is None:
+        from t2v_nb.preview import LinearPreview
+
+        C = pipe.family.latent_shape(9, 32, 32)[0]
+        pipe.preview = LinearPreview(np.full((C, 3), 0.1, np.float32), np.full(3, 0.5, np.float32))
+    studio = Studio(pipe, "a red circle", num_frames=fam.SMALL["num_frames"], num_inference_steps=2,
+                    capture_attention=True)
+    studio.start()
+    assert studio.wait(120) and studio.error is None, studio.error
+    F = fam.SMALL["num_frames"]
+    assert studio.frame_slider.max == F - 1
+    assert all(studio.frames(view).shape[0] == F for view in VIEWS)
+    words = [label for label, _ in studio.word.options]
+    assert any("red" in w for w in words) and not any("\u2581" in w for w in words)  # words, not T5 pieces
+    studio.word.value = studio.word.options[0][1]
+    studio._redraw()
+    assert studio.error is None and studio.word_image.value

@@ -122,6 +122,10 @@ class CogVideoXFamily(Family):
     def decoded_frames(self, latent_frames: int) -> int:
         return (latent_frames - 1) * self.temporal_factor + 1
 
+    def latent_index(self, frame: int) -> int:
+        """The latent frame that video frame `frame` comes from (frame 0 -> 0, frames 1-4 -> 1, ...)."""
+        return 0 if frame == 0 else (frame - 1) // self.temporal_factor + 1
+
     # ------------------------------------------------------------------ text
 
     @property

@@ -139,6 +139,13 @@ class WanFamily(Family):
                              f"frame 0 alone and then {k} frames into each latent frame; got {num_frames}. Try "
                              f"num_frames={lower} or num_frames={lower + k}.")
         super().check_size(num_frames, height, width)
+        positions = int(self.denoiser.config.rope_max_seq_len)  # RoPE positions along each axis
+        for name, v, p in (("height", height, self.patch_size[1]), ("width", width, self.patch_size[2])):
+            if v // (self.spatial_factor * p) > positions:
+                most = positions * self.spatial_factor * p
+                raise ValueError(f"{name}={v} needs {v // (self.spatial_factor * p)} patches along it, more than the "
+                                 f"{positions} RoPE positions this transformer has (rope_max_seq_len); the largest "
+                                 f"{name} is {most}.")
 
     def latent_frames(self, num_frames: int) -> int:
         return (num_frames - 1) // self.temporal_factor + 1
