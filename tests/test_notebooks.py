@@ -40,7 +40,7 @@ def notebook_model(tmp_path_factory) -> str:
         if not os.path.isfile(os.path.join(toy_model_dir(), "model_index.json")):
             pytest.skip(f"T2V_NB_NOTEBOOK_MODEL=toy, but the toy-shapes weights are not in {toy_model_dir()} yet.")
         return "toy-shapes"
-    return str(save_model_dir(tmp_path_factory.mktemp("tiny_t2v_model"), defaults=TINY_DEFAULTS))
+    return str(save_model_dir(tmp_path_factory.mktemp("tiny_t2v_model"), defaults=TINY_DEFAULTS, preview=True))
 
 
 @pytest.fixture(scope="module")
