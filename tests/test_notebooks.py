@@ -6,6 +6,10 @@ up) that imports the checkout's t2v_nb, in a temporary working directory (what t
 stays out of the repository), with `T2V_NB_MODEL` pointing at a tiny random model saved here in the
 diffusers layout (16x16 pixels, 3 frames, 3 steps: seconds per notebook).
 `T2V_NB_NOTEBOOK_MODEL=toy` runs them on the bundled toy-shapes model instead.
+
+The lessons 01-06 also run on the bundled toy-shapes model (`test_lesson_claims_hold_on_the_toy`): every
+measured statement in their text is followed by an `assert` guarded by `MODEL == "toy-shapes"`, so a
+notebook whose text no longer matches what the shipped toy shows fails here.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def notebook_model(tmp_path_factory) -> str:
         if not os.path.isfile(os.path.join(toy_model_dir(), "model_index.json")):
             pytest.skip(f"T2V_NB_NOTEBOOK_MODEL=toy, but the toy-shapes weights are not in {toy_model_dir()} yet.")
         return "toy-shapes"
-    return str(save_model_dir(tmp_path_factory.mktemp("tiny_t2v_model"), defaults=TINY_DEFAULTS))
+    return str(save_model_dir(tmp_path_factory.mktemp("tiny_t2v_model"), defaults=TINY_DEFAULTS, preview=True))
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +74,10 @@ def _failed_cell(nb) -> tuple[int, str, str] | None:
     return None
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_top_to_bottom(path, notebook_model, kernel_dir, tmp_path, monkeypatch):
+def _execute(path: pathlib.Path, model: str, kernel_dir: pathlib.Path, workdir: pathlib.Path, monkeypatch) -> None:
+    """Run the notebook at `path` top to bottom in a fresh kernel with T2V_NB_MODEL=`model`; fail on the first error."""
     monkeypatch.setenv("JUPYTER_PATH", _prepend(kernel_dir, "JUPYTER_PATH"))
-    monkeypatch.setenv("T2V_NB_MODEL", notebook_model)
+    monkeypatch.setenv("T2V_NB_MODEL", model)
     # The checkout's t2v_nb, also when it is not installed (else the set-up cell would try to pip install it).
     monkeypatch.setenv("PYTHONPATH", _prepend(ROOT, "PYTHONPATH"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -82,16 +86,50 @@ def test_notebook_runs_top_to_bottom(path, notebook_model, kernel_dir, tmp_path,
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S,
-                                     resources={"metadata": {"path": str(tmp_path)}})
+                                     resources={"metadata": {"path": str(workdir)}})
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as e:
         failed = _failed_cell(nb)
         if failed is None:
-            pytest.fail(f"{path.name} failed:\n{e}", pytrace=False)
+            pytest.fail(f"{path.name} failed on {model}:\n{e}", pytrace=False)
         index, source, error = failed
-        pytest.fail(f"{path.name}, cell {index} failed.\n--- cell source ---\n{source}\n--- error ---\n{error}",
-                    pytrace=False)
+        pytest.fail(f"{path.name}, cell {index} failed on {model}.\n--- cell source ---\n{source}\n"
+                    f"--- error ---\n{error}", pytrace=False)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs_top_to_bottom(path, notebook_model, kernel_dir, tmp_path, monkeypatch):
+    _execute(path, notebook_model, kernel_dir, tmp_path, monkeypatch)
+
+
+LESSONS = [p for p in NOTEBOOKS if p.name[:3] in ("01_", "02_", "03_", "04_", "05_", "06_")]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.name for p in LESSONS])
+def test_lesson_claims_hold_on_the_toy(path, kernel_dir, tmp_path, monkeypatch):
+    """The lessons' measured statements are asserted on the shipped toy (skipped with T2V_NB_NOTEBOOK_MODEL=toy,
+    where test_notebook_runs_top_to_bottom already runs them on it)."""
+    from t2v_nb.models import toy_model_dir
+
+    if os.environ.get("T2V_NB_NOTEBOOK_MODEL") == "toy":
+        pytest.skip("test_notebook_runs_top_to_bottom runs the notebooks on the toy already")
+    if not os.path.isfile(os.path.join(toy_model_dir(), "model_index.json")):
+        pytest.skip(f"the toy-shapes weights are not in {toy_model_dir()}")
+    _execute(path, "toy-shapes", kernel_dir, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.name for p in LESSONS])
+def test_lesson_has_checks_exercises_recap_and_next(path):
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert 'MODEL == "toy-shapes"' in code, f"{path.name}: no claim is asserted on the toy"
+    assert "## Try this" in text and "## Recap" in text, f"{path.name}: needs a '## Try this' and a '## Recap' section"
+    number = int(path.name[:2])
+    following = [p.name for p in NOTEBOOKS if p.name.startswith(f"{number + 1:02d}_")]
+    assert following and f"({following[0]})" in text.split("## Recap")[-1], \
+        f"{path.name}: the recap must point to the next notebook, {following}"
 
 
 def test_there_are_tutorial_notebooks():
@@ -117,3 +155,6 @@ def test_notebook_is_committed_clean(path):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and "MODEL =" in code[0].source, f"{path.name}: the first code cell must set MODEL ="
     assert "T2V_NB_MODEL" in code[0].source, f"{path.name}: MODEL must honour the T2V_NB_MODEL environment variable"
+    if path.name[:3] in ("01_", "02_", "03_", "04_", "05_", "06_"):
+        assert code[0].source.count("github.com/") == 1 and "git+{REPO}" in code[0].source, \
+            f"{path.name}: the set-up cell must write the repository's address once (REPO) and install from it"
