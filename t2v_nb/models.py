@@ -41,6 +41,7 @@ class Preset:
     # more components from other repositories: slot -> (hub id, revision), e.g. AnimateDiff's motion adapter
     extra: tuple[tuple[str, str, str | None], ...] = ()
     scheduler_config: tuple[tuple[str, Any], ...] = ()  # settings over the repository's scheduler config
+    text_first: bool = False  # on a GPU, load the text encoder only to encode (see load's `text_first`)
 
 
 PRESETS: dict[str, Preset] = {
@@ -72,6 +73,7 @@ PRESETS: dict[str, Preset] = {
         source="THUDM/CogVideoX-2b", revision="2844d07b93dbb09686423ed045f6f8a6ad04d451", variant=None,
         height=480, width=720, num_frames=49, num_inference_steps=25, guidance_scale=6.0,
         scheduler="cogvideox-ddim", fps=8.0,
+        text_first=True,
         notes="CogVideoX-2b (THUDM, now zai-org), Apache-2.0 (model card since Aug 2024: transformer and VAE). "
               "Made for 720x480, 49 frames (6 s at 8 fps); the model card uses 50 steps and guidance 6, the preset "
               "25 steps to halve the time on a T4. Joint text-video attention over 226 T5 tokens + 17,550 video "
@@ -80,6 +82,7 @@ PRESETS: dict[str, Preset] = {
     "wan2.1-t2v-1.3b": Preset(
         source="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", revision=None, variant=None, height=480, width=832,
         num_frames=33, num_inference_steps=30, guidance_scale=5.0, scheduler="unipc", fps=16.0,
+        text_first=True,
         notes="Wan 2.1 text-to-video 1.3B (Apache-2.0): a flow-matching diffusion transformer, UMT5-XXL text encoder, "
               "causal 3-D VAE. The model card's settings are 480x832, 81 frames, 50 steps, guidance 5 (UniPC, flow "
               "shift 3.0 from the repository's scheduler config); these defaults keep 480x832 but make 33 frames "
@@ -274,7 +277,7 @@ class TextFirstEncoder:
 
 def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str | None = None,
          variant: str | None = None, allow_pickle: bool = False, scheduler: str | None = None,
-         text_first: bool = False):
+         text_first: bool | None = None):
     """Load a text-to-video model as a `StepwisePipeline`.
 
     Args:
@@ -289,7 +292,8 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
         text_first: keep the text encoder off the device and out of memory: each `start()` loads it
             straight onto the device, encodes, and frees it (`TextFirstEncoder`). For Wan and CogVideoX on
             a free Colab T4, whose 16 GB of GPU memory and 12.7 GB of RAM cannot hold their ~11 GB T5
-            encoders beside the transformer. Costs a reload (from the disk cache) per run.
+            encoders beside the transformer. Costs a reload (from the disk cache) per run. Default (None):
+            on for the presets that need it (Wan, CogVideoX) on a GPU, else off.
 
     >>> pipe = load("toy-shapes")
     >>> video = pipe.generate("a red circle moving right", seed=0)
@@ -307,6 +311,8 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
                          f"trust {preset.source}, pass allow_pickle=True.")
     dev = choose_device(device)
     dt = choose_dtype(dev, dtype)
+    if text_first is None:
+        text_first = bool(preset is not None and preset.text_first and dev.type == "cuda")
     try:
         index, commit = _read_index(where, revision, local)
         revision = commit or revision  # every component from the commit model_index.json came from
