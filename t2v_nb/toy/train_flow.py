@@ -5,7 +5,8 @@ command again to carry on:
 
 1. ``vae``: `AutoencoderKLWan` learns to reconstruct 5-frame clips (one causal first chunk + one
    4-frame chunk, as its encoder splits them), on 32x32 crops around the shape, then whole frames.
-2. ``latents``: a fixed set of 9-frame training videos is encoded once (posterior mean and std);
+2. ``latents``: a fixed set of 8-frame training videos is encoded once (as 9 frames, the last one
+   repeated, keeping the first 8 latent frames; posterior mean and std, of which training uses the mean);
    the per-channel mean and std of the latents go into the VAE config (`latents_mean`/`latents_std`,
    as Wan's VAE has them), so the transformer works on (z - mean) / std.
 3. ``transformer``: `WanTransformer3DModel` learns rectified flow (x_s = (1 - s) x0 + s noise, target
@@ -17,8 +18,12 @@ opposite direction's caption minus the true caption's, at s in [0.9, 1] and at s
 ``--eval-minutes`` of training an accuracy point: WanPipeline on a fixed sample, scored by
 `t2v_nb.toy.evaluate`.
 
+Time budgets and the logged ``minutes`` are CPU time of the training steps (``time.process_time``), so a
+run on a busy shared machine trains as long as one on an idle machine, only later.
+
     python -m t2v_nb.toy.train_flow --workdir runs/flow1 --threads 1
     python -m t2v_nb.toy.train_flow --workdir runs/flow1 --export t2v_nb/toy/weights_flow
+    python -m t2v_nb.toy.train_flow --evaluate t2v_nb/toy/weights_flow --seeds 3 --threads 2
 """
 
 from __future__ import annotations
@@ -135,7 +140,7 @@ def train_vae(workdir: str, minutes: float, batch: int = 4, lr: float = 1e-3, se
     vae.train()
     last_ckpt, running = time.time(), []
     while state["seconds"] < minutes * 60 and not _stop:
-        t0 = time.time()
+        t0 = time.process_time()
         rng = np.random.default_rng([seed, 1, state["step"]])
         whole = state["seconds"] > minutes * 60 * 0.9  # the last 10% on whole 64x64 frames (edges)
         videos = data.sample_batch(rng, batch // 2 if whole else batch, "all", 5)[0]  # 5 frames: 1 + 4
@@ -147,7 +152,7 @@ def train_vae(workdir: str, minutes: float, batch: int = 4, lr: float = 1e-3, se
         loss.backward()
         opt.step()
         state["step"] += 1
-        state["seconds"] += time.time() - t0
+        state["seconds"] += time.process_time() - t0
         running.append(loss.item())
         if state["step"] % 100 == 0:
             _log(workdir, stage="vae", step=state["step"], loss=float(np.mean(running)),
@@ -322,7 +327,7 @@ def train_transformer(workdir: str, minutes: float, batch_size: int = 32, lr: fl
     last_ckpt, running = time.time(), []
     model.train()
     while state["seconds"] < minutes * 60 and not _stop:
-        t0 = time.time()
+        t0 = time.process_time()
         g = torch.Generator().manual_seed(seed * 1_000_003 + state["step"])
         idx = torch.randint(0, len(mean), (batch_size,), generator=g)
         x0 = mean[idx]
@@ -341,7 +346,7 @@ def train_transformer(workdir: str, minutes: float, batch_size: int = 32, lr: fl
             for pe, p in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(p, 1 - decay)
         state["step"] += 1
-        state["seconds"] += time.time() - t0
+        state["seconds"] += time.process_time() - t0
         running.append(loss.item())
         if state["step"] % 50 == 0:
             row = {"stage": "transformer", "step": state["step"], "loss": float(np.mean(running)),
@@ -449,6 +454,40 @@ def fit_preview(vae, n: int = 48, seed: int = 7):
     return preview
 
 
+def evaluate_dir(model_dir: str, seeds: int = 3, json_path: str | None = None, **overrides):
+    """Score an exported model with diffusers' WanPipeline on all 60 captions x `seeds` seeds."""
+    from diffusers import WanPipeline
+
+    from . import evaluate
+
+    pipe = WanPipeline.from_pretrained(model_dir, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    t0 = time.time()
+    report = evaluate.evaluate(lambda p, s: generate(pipe, p, s, **overrides), seeds=range(seeds), progress=False)
+    print(report.summary())
+    print(f"{report.counts['all']} videos in {time.time() - t0:.0f} s, settings {dict(DEFAULTS, **overrides)}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"settings": dict(DEFAULTS, **overrides), **report.to_dict()}, f, indent=1)
+    return report
+
+
+def benchmark(model_dir: str, repeats: int = 5) -> float:
+    """Median seconds for one default video (8 frames, 64x64, decode included) with WanPipeline."""
+    from diffusers import WanPipeline
+
+    pipe = WanPipeline.from_pretrained(model_dir, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    generate(pipe, "a red circle moving right", 0)  # warm-up
+    times = []
+    for k in range(repeats):
+        t0 = time.perf_counter()
+        generate(pipe, "a red circle moving right", k)
+        times.append(time.perf_counter() - t0)
+    print(f"one default video: median {np.median(times):.3f} s of {repeats} ({torch.get_num_threads()} threads)")
+    return float(np.median(times))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="runs/flow")
@@ -462,14 +501,23 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", metavar="DIR", help="write the model in WanPipeline's diffusers layout and exit")
+    p.add_argument("--evaluate", metavar="DIR", help="score an exported model (WanPipeline) on all 60 captions")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per caption for --evaluate")
+    p.add_argument("--json", help="--evaluate also writes its report here")
+    p.add_argument("--benchmark", metavar="DIR", help="time one default video of an exported model")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     import diffusers
 
     diffusers.utils.logging.set_verbosity_error()  # WanPipeline warns on every call that it rounds num_frames
     os.makedirs(args.workdir, exist_ok=True)
-    if args.export:
-        export(args.workdir, args.export)
+    if args.export or args.evaluate or args.benchmark:
+        if args.export:
+            export(args.workdir, args.export)
+        if args.evaluate:
+            evaluate_dir(args.evaluate, args.seeds, args.json)
+        if args.benchmark:
+            benchmark(args.benchmark)
         return
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
