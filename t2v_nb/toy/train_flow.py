@@ -124,7 +124,7 @@ def vae_psnr(vae, clips: torch.Tensor) -> float:
     return 10 * math.log10(1 / ((rec - clips) / 2).pow(2).mean().item())
 
 
-def train_vae(workdir: str, minutes: float, batch: int = 4, lr: float = 1e-3, seed: int = 0) -> None:
+def train_vae(workdir: str, minutes: float, batch: int = 12, lr: float = 1e-3, seed: int = 0) -> None:
     path = os.path.join(workdir, "vae.pt")
     vae = fc.build_vae(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -134,8 +134,9 @@ def train_vae(workdir: str, minutes: float, batch: int = 4, lr: float = 1e-3, se
         vae.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         state = ckpt["state"]
-    if state["done"]:
-        return
+    cached = os.path.exists(os.path.join(workdir, "latents.pt"))
+    if state["done"] and (cached or state["seconds"] >= minutes * 60):
+        return  # a larger --vae-minutes carries a finished VAE on, but only before the latent cache exists
     val = _to_clips(data.sample_batch(np.random.default_rng([seed, 99]), 4, "all", fc.NUM_FRAMES)[0])
     vae.train()
     last_ckpt, running = time.time(), []
@@ -492,6 +493,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="runs/flow")
     p.add_argument("--vae-minutes", type=float, default=25)
+    p.add_argument("--vae-batch", type=int, default=12, help="5-frame clips per VAE step")
     p.add_argument("--transformer-minutes", type=float, default=600,
                    help="total transformer training time, across resumptions")
     p.add_argument("--num-videos", type=int, default=6000, help="videos in the latent cache")
@@ -521,7 +523,7 @@ def main(argv=None) -> None:
         return
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    train_vae(args.workdir, args.vae_minutes, seed=args.seed)
+    train_vae(args.workdir, args.vae_minutes, batch=args.vae_batch, seed=args.seed)
     if not _stop:
         encode_dataset(args.workdir, args.num_videos, seed=args.seed)
     if not _stop:
