@@ -1,0 +1,535 @@
+"""Train toy-shapes-flow (Wan 2.1's classes, tiny) from scratch on moving shapes, on a CPU, resumably.
+
+Three stages, each checkpointed in the work directory; stop with Ctrl-C or SIGTERM and run the same
+command again to carry on:
+
+1. ``vae``: `AutoencoderKLWan` learns to reconstruct 5-frame clips (one causal first chunk + one
+   4-frame chunk, as its encoder splits them), on 32x32 crops around the shape, then whole frames.
+2. ``latents``: a fixed set of 8-frame training videos is encoded once (as 9 frames, the last one
+   repeated, keeping the first 8 latent frames; posterior mean and std, of which training uses the mean);
+   the per-channel mean and std of the latents go into the VAE config (`latents_mean`/`latents_std`,
+   as Wan's VAE has them), so the transformer works on (z - mean) / std.
+3. ``transformer``: `WanTransformer3DModel` learns rectified flow (x_s = (1 - s) x0 + s noise, target
+   v = noise - x0, timestep = 1000 s) with s drawn uniformly and shifted like the sampling schedule,
+   10% empty captions, EMA weights. The text encoder stays frozen at its random init.
+
+The log (``<workdir>/log.jsonl``) records the loss, every 250 steps a direction probe (the loss with the
+opposite direction's caption minus the true caption's, at s in [0.9, 1] and at s in [0.4, 0.7]), and every
+``--eval-minutes`` of training an accuracy point: WanPipeline on a fixed sample, scored by
+`t2v_nb.toy.evaluate`.
+
+Time budgets and the logged ``minutes`` are CPU time of the training steps (``time.process_time``), so a
+run on a busy shared machine trains as long as one on an idle machine, only later.
+
+    python -m t2v_nb.toy.train_flow --workdir runs/flow1 --threads 1
+    python -m t2v_nb.toy.train_flow --workdir runs/flow1 --export t2v_nb/toy/weights_flow
+    python -m t2v_nb.toy.train_flow --evaluate t2v_nb/toy/weights_flow --seeds 3 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import signal
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import data
+from . import flow_components as fc
+
+_stop = False
+DEFAULTS = {"height": 64, "width": 64, "num_frames": fc.NUM_FRAMES, "num_inference_steps": 20,
+            "guidance_scale": 5.0, "max_sequence_length": fc.TEXT_LENGTH, "scheduler": "euler",
+            "flow_shift": fc.SHIFT, "fps": 8.0}
+# The fixed accuracy sample: every held-out combination and 18 seen ones, seed 0.
+EVAL_CLIPS = data.held_out_clips() + data.seen_clips()[::3]
+
+
+def _on_signal(signum, frame):  # finish the current step, checkpoint, exit
+    global _stop
+    _stop = True
+
+
+def _log(workdir: str, **row) -> None:
+    row["time"] = time.time()
+    with open(os.path.join(workdir, "log.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "time"),
+          flush=True)
+
+
+def _save(obj, path: str) -> None:
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def to_model_space(vae, z: torch.Tensor) -> torch.Tensor:
+    """VAE latents [B, C, F, h, w] -> the transformer's (z - latents_mean) / latents_std."""
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    return (z - mean) / std
+
+
+# ---------------------------------------------------------------- stage 1: VAE
+
+def _clip_crops(videos: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """A size x size crop of each clip, on the 8-pixel latent grid, around the shape's mean place.
+
+    [N, F, H, W, 3] -> [N, F, size, size, 3]
+    """
+    n, _, h, _, _ = videos.shape
+    out = np.empty((n, videos.shape[1], size, size, 3), np.float32)
+    for k, clip in enumerate(videos):
+        ys, xs = np.nonzero(np.abs(clip - clip[:, :1, :1]).sum(-1).max(0) > 0.2)
+        cy, cx = (ys.mean(), xs.mean()) if len(ys) else (h / 2, h / 2)
+        y0 = int(np.clip(8 * round((cy - size / 2 + rng.integers(-8, 9)) / 8), 0, h - size))
+        x0 = int(np.clip(8 * round((cx - size / 2 + rng.integers(-8, 9)) / 8), 0, h - size))
+        out[k] = clip[:, y0:y0 + size, x0:x0 + size]
+    return out
+
+
+def _vae_loss(vae, x: torch.Tensor) -> torch.Tensor:
+    """Reconstruction loss of clips [B, 3, F, h, w] in [-1, 1]; colour (8x8 block means) weighted up."""
+    post = vae.encode(x).latent_dist
+    rec = vae.decode(post.mode()).sample  # [B, 3, F, h, w]
+    flat = lambda v: v.transpose(1, 2).flatten(0, 1)  # [B*F, 3, h, w]
+    low = F.mse_loss(F.avg_pool2d(flat(rec), 8), F.avg_pool2d(flat(x), 8))
+    return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 10 * low + 1e-6 * post.kl().mean()
+
+
+def _to_clips(videos: np.ndarray) -> torch.Tensor:
+    """[N, F, H, W, 3] in [0, 1] -> [N, 3, F, H, W] in [-1, 1]."""
+    return torch.from_numpy(videos).permute(0, 4, 1, 2, 3) * 2 - 1
+
+
+def _padded(clips: torch.Tensor) -> torch.Tensor:
+    """[N, 3, F, H, W] -> [N, 3, 4k + 1, H, W], the last frame repeated: Wan's encoder reads the frames in
+    chunks (1, then 4 at a time) and drops a partial last chunk."""
+    extra = (1 - clips.shape[2]) % 4
+    return torch.cat([clips, clips[:, :, -1:].expand(-1, -1, extra, -1, -1)], dim=2)
+
+
+def vae_psnr(vae, clips: torch.Tensor) -> float:
+    vae.eval()
+    with torch.no_grad():
+        rec = vae.decode(vae.encode(_padded(clips)).latent_dist.mode()).sample[:, :, :clips.shape[2]]
+    vae.train()
+    return 10 * math.log10(1 / ((rec - clips) / 2).pow(2).mean().item())
+
+
+def train_vae(workdir: str, minutes: float, batch: int = 12, lr: float = 1e-3, seed: int = 0) -> None:
+    path = os.path.join(workdir, "vae.pt")
+    vae = fc.build_vae(seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    state = {"step": 0, "seconds": 0.0, "done": False}
+    if os.path.exists(path):
+        ckpt = torch.load(path, weights_only=False)
+        vae.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        state = ckpt["state"]
+    cached = os.path.exists(os.path.join(workdir, "latents.pt"))
+    if state["done"] and (cached or state["seconds"] >= minutes * 60):
+        return  # a larger --vae-minutes carries a finished VAE on, but only before the latent cache exists
+    val = _to_clips(data.sample_batch(np.random.default_rng([seed, 99]), 4, "all", fc.NUM_FRAMES)[0])
+    vae.train()
+    last_ckpt, running = time.time(), []
+    while state["seconds"] < minutes * 60 and not _stop:
+        t0 = time.process_time()
+        rng = np.random.default_rng([seed, 1, state["step"]])
+        whole = state["seconds"] > minutes * 60 * 0.9  # the last 10% on whole 64x64 frames (edges)
+        videos = data.sample_batch(rng, batch // 2 if whole else batch, "all", 5)[0]  # 5 frames: 1 + 4
+        x = _to_clips(videos if whole else _clip_crops(videos, rng))
+        for g in opt.param_groups:
+            g["lr"] = lr if state["seconds"] < minutes * 40 else lr * 0.3
+        loss = _vae_loss(vae, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state["step"] += 1
+        state["seconds"] += time.process_time() - t0
+        running.append(loss.item())
+        if state["step"] % 100 == 0:
+            _log(workdir, stage="vae", step=state["step"], loss=float(np.mean(running)),
+                 minutes=state["seconds"] / 60, **({"psnr": vae_psnr(vae, val)} if state["step"] % 500 == 0 else {}))
+            running = []
+        if time.time() - last_ckpt > 180:
+            _save({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state}, path)
+            last_ckpt = time.time()
+    if not _stop:
+        state["done"] = True
+        _log(workdir, stage="vae", step=state["step"], psnr=vae_psnr(vae, val), done=True)
+    _save({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state}, path)
+
+
+def load_vae(workdir: str):
+    """The trained VAE, with latents_mean/std from the latent cache once it exists."""
+    vae = fc.build_vae()
+    vae.load_state_dict(torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["model"])
+    cache = os.path.join(workdir, "latents.pt")
+    if os.path.exists(cache):
+        stats = torch.load(cache)
+        vae.register_to_config(latents_mean=stats["latents_mean"], latents_std=stats["latents_std"])
+    return vae.eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------- stage 2: latent cache
+
+def encode_dataset(workdir: str, num_videos: int, seed: int = 0, chunk: int = 32) -> None:
+    path = os.path.join(workdir, "latents.pt")
+    if os.path.exists(path):
+        return
+    vae = load_vae(workdir)
+    rng = np.random.default_rng([seed, 2])
+    means, stds, clip_ids = [], [], []
+    index = {c: i for i, c in enumerate(data.all_clips())}
+    t0 = time.time()
+    for start in range(0, num_videos, chunk):
+        if _stop:  # nothing is saved: the cache is rebuilt from the start next time
+            return
+        n = min(chunk, num_videos - start)
+        videos, _, clips = data.sample_batch(rng, n, "train", fc.NUM_FRAMES)
+        with torch.no_grad():
+            post = vae.encode(_padded(_to_clips(videos))).latent_dist  # [n, C, F + 1, h, w]
+        means.append(post.mean[:, :, :fc.NUM_FRAMES].half())  # causal: frame k's latent sees frames <= k only
+        stds.append(post.std[:, :, :fc.NUM_FRAMES].half())
+        clip_ids += [index[c] for c in clips]
+        if (start // chunk) % 20 == 0:
+            print(f"encoded {start + n}/{num_videos} videos ({time.time() - t0:.0f} s)", flush=True)
+    mean = torch.cat(means)
+    ch_mean = mean.float().mean(dim=(0, 2, 3, 4))  # [C]
+    ch_std = mean.float().transpose(0, 1).flatten(1).std(dim=1)  # [C]
+    _save({"mean": mean, "std": torch.cat(stds), "clip": torch.tensor(clip_ids),
+           "latents_mean": ch_mean.tolist(), "latents_std": ch_std.tolist()}, path)
+    _log(workdir, stage="latents", videos=num_videos, seconds=time.time() - t0,
+         latents_mean=ch_mean.tolist(), latents_std=ch_std.tolist())
+
+
+# ---------------------------------------------------------------- stage 3: transformer
+
+def make_pipeline(vae, transformer, tokenizer=None, text_encoder=None):
+    """diffusers' own WanPipeline around the toy's parts (what `--export` writes)."""
+    from diffusers import WanPipeline
+
+    tokenizer = tokenizer or fc.build_tokenizer()
+    text_encoder = text_encoder or fc.build_text_encoder(len(tokenizer))
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=fc.build_scheduler(),
+                       transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(pipe, prompt: str, seed: int, **overrides) -> np.ndarray:
+    """One video [F, H, W, 3] in [0, 1] with the toy's defaults, through WanPipeline itself."""
+    kw = {k: DEFAULTS[k] for k in ("height", "width", "num_inference_steps", "guidance_scale", "max_sequence_length")}
+    kw.update(overrides)
+    # WanPipeline turns num_frames n into n + 1 when the VAE has no temporal compression (see flow_components).
+    num_frames = kw.pop("num_frames", DEFAULTS["num_frames"]) - 1
+    out = pipe(prompt, num_frames=num_frames, generator=torch.Generator().manual_seed(seed), output_type="np",
+               **kw).frames[0]
+    return np.asarray(out, np.float32)
+
+
+def text_table(pipe) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embeddings as WanPipeline makes them (trimmed to the real length, zero-padded) for every caption
+    variant [60, T, L, D] and for "" [L, D]."""
+    texts = [data.caption(c, k) for c in data.all_clips() for k in range(len(data.TEMPLATES))]
+    with torch.no_grad():
+        emb = pipe._get_t5_prompt_embeds(texts + [""], max_sequence_length=fc.TEXT_LENGTH, device=torch.device("cpu"))
+    return emb[:-1].reshape(60, len(data.TEMPLATES), *emb.shape[1:]), emb[-1]
+
+
+def shifted_sigmas(u: torch.Tensor, shift: float = fc.SHIFT) -> torch.Tensor:
+    """Uniform u in [0, 1] -> noise level s, shifted towards 1 as the sampling schedule is."""
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def flow_loss(model, x0, noise, s, emb) -> torch.Tensor:
+    """Rectified-flow loss: x_s = (1 - s) x0 + s noise, target v = noise - x0, timestep 1000 s."""
+    sv = s.view(-1, 1, 1, 1, 1)
+    xs = (1 - sv) * x0 + sv * noise
+    pred = model(xs, s * 1000, encoder_hidden_states=emb, return_dict=False)[0]
+    return (pred - (noise - x0)).pow(2).mean()
+
+
+def _opposite(clip: data.Clip) -> data.Clip:
+    flip = {"left": "right", "right": "left", "up": "down", "down": "up"}
+    return data.Clip(clip.color, clip.shape, flip[clip.direction])
+
+
+class Probe:
+    """Does the model use the direction word? Loss with the true caption vs the opposite direction's,
+    on a fixed batch, at high noise (s in [0.9, 1], where the layout is decided) and mid noise."""
+
+    def __init__(self, x0: torch.Tensor, clips: list[data.Clip], table: torch.Tensor):
+        g = torch.Generator().manual_seed(1234)
+        index = {c: i for i, c in enumerate(data.all_clips())}
+        self.x0 = x0  # [B, C, F, h, w], model space
+        self.noise = torch.randn(x0.shape, generator=g)
+        self.bands = {"high": 0.9 + 0.1 * torch.rand(len(x0), generator=g),
+                      "mid": 0.4 + 0.3 * torch.rand(len(x0), generator=g)}
+        self.true = table[[index[c] for c in clips], 0]
+        self.flip = table[[index[_opposite(c)] for c in clips], 0]
+
+    @torch.no_grad()
+    def __call__(self, model) -> dict:
+        row = {}
+        for band, s in self.bands.items():
+            l_true = flow_loss(model, self.x0, self.noise, s, self.true).item()
+            l_flip = flow_loss(model, self.x0, self.noise, s, self.flip).item()
+            row[f"probe_loss_{band}"] = l_true
+            row[f"direction_gap_{band}"] = (l_flip - l_true) / l_true  # relative; > 0: the word is used
+        return row
+
+
+def accuracy_point(pipe, seeds=(0,)) -> dict:
+    """Colour / shape / direction accuracy on the fixed sample (EVAL_CLIPS), by t2v_nb.toy.evaluate."""
+    from . import evaluate
+
+    report = evaluate.evaluate(lambda p, s: generate(pipe, p, s), EVAL_CLIPS, seeds, progress=False)
+    acc = report.accuracy
+    return {f"acc_{g}_{a}": acc[g][a] for g in ("seen", "held_out") for a in ("color", "shape", "direction", "joint")}
+
+
+def _load_transformer_ckpt(path: str, model, ema, opt) -> dict:
+    ckpt = torch.load(path, weights_only=False)
+    model.load_state_dict(ckpt["model"])
+    ema.load_state_dict(ckpt["ema"])
+    opt.load_state_dict(ckpt["opt"])
+    return ckpt["state"]
+
+
+def train_transformer(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5e-4, seed: int = 0,
+                      p_uncond: float = 0.1, ema_decay: float = 0.999, eval_minutes: float = 30.0) -> None:
+    path = os.path.join(workdir, "transformer.pt")
+    cache = torch.load(os.path.join(workdir, "latents.pt"))
+    vae = load_vae(workdir)
+    model = fc.build_transformer(seed)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    state = {"step": 0, "seconds": 0.0, "next_eval": eval_minutes * 60}
+    if os.path.exists(path):
+        state = _load_transformer_ckpt(path, model, ema, opt)
+    pipe = make_pipeline(vae, ema)
+    table, empty = text_table(pipe)  # [60, T, L, D], [L, D]
+    # The posterior means only: the decoder was trained on them (mode()), and with a KL weight of 1e-6 the
+    # posterior std is barely trained, so samples from it would bury the layout in noise.
+    mean = to_model_space(vae, cache["mean"].float())  # [N, C, F, h, w]
+    clips = data.all_clips()
+    probe_idx = torch.randint(0, len(mean), (32,), generator=torch.Generator().manual_seed(99))
+    probe = Probe(mean[probe_idx], [clips[int(i)] for i in cache["clip"][probe_idx]], table)
+
+    last_ckpt, running = time.time(), []
+    model.train()
+    while state["seconds"] < minutes * 60 and not _stop:
+        t0 = time.process_time()
+        g = torch.Generator().manual_seed(seed * 1_000_003 + state["step"])
+        idx = torch.randint(0, len(mean), (batch_size,), generator=g)
+        x0 = mean[idx]
+        emb = table[cache["clip"][idx], torch.randint(0, len(data.TEMPLATES), (batch_size,), generator=g)]
+        emb[torch.rand(batch_size, generator=g) < p_uncond] = empty
+        s = shifted_sigmas(torch.rand(batch_size, generator=g))
+        loss = flow_loss(model, x0, torch.randn(x0.shape, generator=g), s, emb)
+        for group in opt.param_groups:
+            group["lr"] = lr * min(1.0, (state["step"] + 1) / 300)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        decay = min(ema_decay, (1 + state["step"]) / (10 + state["step"]))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(p, 1 - decay)
+        state["step"] += 1
+        state["seconds"] += time.process_time() - t0
+        running.append(loss.item())
+        if state["step"] % 50 == 0:
+            row = {"stage": "transformer", "step": state["step"], "loss": float(np.mean(running)),
+                   "minutes": state["seconds"] / 60}
+            if state["step"] % 250 == 0:
+                row.update(probe(ema))
+            if state["seconds"] >= state["next_eval"]:
+                row.update(accuracy_point(pipe))
+                state["next_eval"] += eval_minutes * 60
+            _log(workdir, **row)
+            running = []
+        if time.time() - last_ckpt > 180 or _stop:
+            _save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "state": state}, path)
+            last_ckpt = time.time()
+    _save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "state": state}, path)
+
+
+# ---------------------------------------------------------------- export
+
+def load_pipeline(workdir: str):
+    """WanPipeline with the work directory's EMA transformer, and its training state."""
+    ckpt = torch.load(os.path.join(workdir, "transformer.pt"), weights_only=False)
+    transformer = fc.build_transformer()
+    transformer.load_state_dict(ckpt["ema"])
+    return make_pipeline(load_vae(workdir), transformer.eval()), ckpt["state"]
+
+
+def export(workdir: str, out: str) -> None:
+    """Write the EMA weights in WanPipeline's diffusers layout, with t2v_nb defaults and preview factors."""
+    pipe, state = load_pipeline(workdir)
+    pipe.save_pretrained(out, safe_serialization=True)
+    index_path = os.path.join(out, "model_index.json")
+    with open(index_path) as f:
+        index = json.load(f)
+    vae_state = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["state"]
+    index["_t2v_nb"] = ("toy-shapes-flow: Wan 2.1's classes (WanTransformer3DModel, AutoencoderKLWan, UMT5), tiny, "
+                        "trained with rectified flow on moving shapes")
+    index["t2v_nb_defaults"] = dict(DEFAULTS, diffusers_num_frames=DEFAULTS["num_frames"] - 1)
+    index["training"] = {"transformer_steps": state["step"], "transformer_minutes": round(state["seconds"] / 60, 1),
+                         "vae_steps": vae_state["step"], "vae_minutes": round(vae_state["seconds"] / 60, 1),
+                         "threads": torch.get_num_threads(), "where": "CPU"}
+    with open(index_path, "w") as f:
+        json.dump(index, f, indent=2)
+    preview = fit_preview(pipe.vae)
+    preview.save(os.path.join(out, "preview.json"))
+    print(f"exported to {out}: {index['training']}; preview {preview.source}")
+
+
+def _preview_data(vae, n: int, seed: int):
+    """Model-space latents [N, C, F, h, w], the decoded colours per latent pixel [P, 3] and each latent
+    pixel's share of shape pixels [P] (pixels far from the frame's border colour)."""
+    videos = data.sample_batch(np.random.default_rng(seed), n, "all", fc.NUM_FRAMES)[0]
+    with torch.no_grad():
+        z = vae.encode(_padded(_to_clips(videos))).latent_dist.mode()[:, :, :fc.NUM_FRAMES]
+        frames = (vae.decode(z).sample / 2 + 0.5).clamp(0, 1)  # [N, 3, F, H, W]
+    flat = frames.transpose(1, 2).flatten(0, 1)  # [N*F, 3, H, W]
+    border = torch.cat([flat[..., 0, :], flat[..., -1, :], flat[..., 0], flat[..., -1]], dim=-1).median(-1).values
+    shape = ((flat - border[..., None, None]).norm(dim=1, keepdim=True) > 0.15).float()  # [N*F, 1, H, W]
+    h = z.shape[-1]
+    colour = F.adaptive_avg_pool2d(flat * shape, h) / F.adaptive_avg_pool2d(shape, h).clamp(min=1e-6)
+    colour = torch.where(F.adaptive_avg_pool2d(shape, h) > 0, colour, F.adaptive_avg_pool2d(flat, h))
+    share = F.adaptive_avg_pool2d(shape, h)  # [N*F, 1, h, w]
+    zm = to_model_space(vae, z)
+    return zm, colour.permute(0, 2, 3, 1).reshape(-1, 3), share.reshape(-1)
+
+
+def _hue_sat(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hue in degrees and HSV saturation of [P, 3] colours in [0, 1]."""
+    import colorsys
+
+    hsv = np.array([colorsys.rgb_to_hsv(*c) for c in np.clip(rgb, 0, 1)])
+    return hsv[:, 0] * 360, hsv[:, 1]
+
+
+def check_preview(preview, vae, n: int = 16, seed: int = 8) -> dict:
+    """Hue error (degrees) and saturation of the preview on latent pixels mostly covered by the shape."""
+    zm, colour, share = _preview_data(vae, n, seed)
+    rgb = preview(zm).reshape(-1, 3)  # [P, 3]
+    keep = (share > 0.5).numpy()
+    hue_p, sat_p = _hue_sat(rgb[keep])
+    hue_d, sat_d = _hue_sat(colour.numpy()[keep])
+    err = np.abs((hue_p - hue_d + 180) % 360 - 180)
+    coloured = sat_d > 0.3  # white shapes have no hue to compare
+    return {"pixels": int(keep.sum()), "hue_error_median": float(np.median(err[coloured])),
+            "hue_within_30": float(np.mean(err[coloured] <= 30)), "saturation_median": float(np.median(sat_p[coloured])),
+            "decoded_saturation_median": float(np.median(sat_d[coloured]))}
+
+
+def fit_preview(vae, n: int = 48, seed: int = 7):
+    """Linear latent -> RGB factors on model-space latents (z - latents_mean) / latents_std, fitted by
+    weighted least squares to the VAE's own decodes: the shape's colour per latent pixel (weight 1 where
+    the shape covers over half of it) against the background (weight 0.05), so the dark background,
+    most of every frame, does not wash the shapes' colours out."""
+    from ..preview import LinearPreview
+
+    zm, colour, share = _preview_data(vae, n, seed)
+    X = zm.permute(0, 2, 3, 4, 1).reshape(-1, zm.shape[1]).numpy()  # [P, C]
+    X1 = np.concatenate([X, np.ones((len(X), 1), np.float32)], axis=1)
+    w = np.sqrt(np.where(share.numpy() > 0.5, 1.0, 0.05))[:, None]
+    sol, *_ = np.linalg.lstsq(X1 * w, colour.numpy() * w, rcond=None)  # [C + 1, 3]
+    preview = LinearPreview(sol[:-1].astype(np.float32), sol[-1].astype(np.float32),
+                            "toy-shapes-flow VAE, fitted on model-space latents (z - latents_mean) / latents_std")
+    check = check_preview(preview, vae)
+    preview.source += f"; check on fresh videos: {json.dumps(check)}"
+    return preview
+
+
+def evaluate_dir(model_dir: str, seeds: int = 3, json_path: str | None = None, **overrides):
+    """Score an exported model with diffusers' WanPipeline on all 60 captions x `seeds` seeds."""
+    from diffusers import WanPipeline
+
+    from . import evaluate
+
+    pipe = WanPipeline.from_pretrained(model_dir, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    t0 = time.time()
+    report = evaluate.evaluate(lambda p, s: generate(pipe, p, s, **overrides), seeds=range(seeds), progress=False)
+    print(report.summary())
+    print(f"{report.counts['all']} videos in {time.time() - t0:.0f} s, settings {dict(DEFAULTS, **overrides)}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"settings": dict(DEFAULTS, **overrides), **report.to_dict()}, f, indent=1)
+    return report
+
+
+def benchmark(model_dir: str, repeats: int = 5) -> float:
+    """Median seconds for one default video (8 frames, 64x64, decode included) with WanPipeline."""
+    from diffusers import WanPipeline
+
+    pipe = WanPipeline.from_pretrained(model_dir, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    generate(pipe, "a red circle moving right", 0)  # warm-up
+    times = []
+    for k in range(repeats):
+        t0 = time.perf_counter()
+        generate(pipe, "a red circle moving right", k)
+        times.append(time.perf_counter() - t0)
+    print(f"one default video: median {np.median(times):.3f} s of {repeats} ({torch.get_num_threads()} threads)")
+    return float(np.median(times))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workdir", default="runs/flow")
+    p.add_argument("--vae-minutes", type=float, default=25)
+    p.add_argument("--vae-batch", type=int, default=12, help="5-frame clips per VAE step")
+    p.add_argument("--transformer-minutes", type=float, default=600,
+                   help="total transformer training time, across resumptions")
+    p.add_argument("--num-videos", type=int, default=6000, help="videos in the latent cache")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--eval-minutes", type=float, default=30, help="training minutes between accuracy points")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--export", metavar="DIR", help="write the model in WanPipeline's diffusers layout and exit")
+    p.add_argument("--evaluate", metavar="DIR", help="score an exported model (WanPipeline) on all 60 captions")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per caption for --evaluate")
+    p.add_argument("--json", help="--evaluate also writes its report here")
+    p.add_argument("--benchmark", metavar="DIR", help="time one default video of an exported model")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import diffusers
+
+    diffusers.utils.logging.set_verbosity_error()  # WanPipeline warns on every call that it rounds num_frames
+    os.makedirs(args.workdir, exist_ok=True)
+    if args.export or args.evaluate or args.benchmark:
+        if args.export:
+            export(args.workdir, args.export)
+        if args.evaluate:
+            evaluate_dir(args.evaluate, args.seeds, args.json)
+        if args.benchmark:
+            benchmark(args.benchmark)
+        return
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    train_vae(args.workdir, args.vae_minutes, batch=args.vae_batch, seed=args.seed)
+    if not _stop:
+        encode_dataset(args.workdir, args.num_videos, seed=args.seed)
+    if not _stop:
+        train_transformer(args.workdir, args.transformer_minutes, batch_size=args.batch_size, lr=args.lr,
+                          seed=args.seed, eval_minutes=args.eval_minutes)
+
+
+if __name__ == "__main__":
+    main()
