@@ -5,9 +5,11 @@ reads three things back out of it, with no model involved:
 
 * colour: the nearest reference colour in `data.COLORS` to the foreground's chromaticity
   (RGB divided by its largest channel, so the renderer's random shade does not matter);
-* shape: from the foreground mask in each frame, its taper (width of the narrow end over width of
-  the wide end: triangle ~0.2, circle and square ~1) and its corner ratio (extent along the
-  diagonals over extent along the axes: square ~1.4, circle ~1), medians over frames;
+* shape: how well the foreground mask matches each ideal shape as `data.coverage` draws it (IoU
+  with the template at the fitted position and size, see `template_iou`), median over frames; the
+  best template names the shape if its IoU reaches `MIN_IOU`, else the shape is None: a
+  four-pointed star, a ring or a pinched square is none of the three (the renderer's own shapes,
+  blurred and noisy, score >= 0.92; such impostors <= 0.89);
 * direction: from a least-squares line through the mask's centroid over frames; the axis that moved
   most and its sign ("up" is negative y, as image rows grow downwards).
 
@@ -56,9 +58,9 @@ class Detection:
         shape: Name from `data.SHAPES`, or None.
         direction: Name from `data.DIRECTIONS`, or None.
         displacement: Centroid travel (dx, dy) in pixels over the clip, from a least-squares fit.
-        fill: Median fill ratio of the blob in its bounding box.
-        taper: Median narrow-end / wide-end width ratio of the blob (triangle ~0.2, others ~1).
-        corners: Median diagonal / axis extent ratio of the blob (square ~1.41, circle ~1).
+        fill: Median fill ratio of the blob in its bounding box (data: circle 0.78, square 1.0, triangle 0.54).
+        taper: Median narrow-end / wide-end width ratio of the blob (triangle ~0.2, others ~1); diagnostic.
+        corners: Median diagonal / axis extent ratio of the blob (square ~1.41, circle ~1); diagnostic.
         rgb: Median RGB of the blob's core.
         foreground: Mean fraction of the frame covered by the blob.
         frames: Number of frames in which a blob was found.
