@@ -325,17 +325,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Score a toy-shapes model: colour, shape and direction from pixels.")
     p.add_argument("--model", default="toy-shapes", help="preset or model directory")
     p.add_argument("--seeds", type=int, default=3, help="seeds per caption (0..N-1)")
+    p.add_argument("--guidance-scale", type=float, help="instead of the model's default")
     p.add_argument("--json", help="also write the report here")
     args = p.parse_args(argv)
 
     import t2v_nb
 
     pipe = t2v_nb.load(args.model)
+    kwargs = {} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}
     t0 = time.time()
-    report = evaluate(lambda prompt, seed: pipe.generate(prompt, seed=seed, progress=False).frames,
+    report = evaluate(lambda prompt, seed: pipe.generate(prompt, seed=seed, progress=False, **kwargs).frames,
                       seeds=range(args.seeds))
     print(report.summary())
-    print(f"{report.counts['all']} videos in {time.time() - t0:.0f} s with {pipe}")
+    ious = {s: [r.detection.iou[s] for r in report.rows if r.clip.shape == s and r.detection.iou] for s in data.SHAPES}
+    print("mean template IoU: " + ", ".join(f"{s} {np.mean(v):.3f}" for s, v in ious.items() if v))
+    print(f"{report.counts['all']} videos in {time.time() - t0:.0f} s with {pipe}, {kwargs or 'default settings'}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report.to_dict(), f, indent=1)

@@ -112,7 +112,7 @@ def train_vae(workdir: str, steps: int, batch_frames: int = 16, lr: float = 1e-3
 
     last_ckpt, running = time.time(), []
     while state["step"] < steps and not _stop:
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         # Small batches of 32x32 crops around the shape: a quarter of the pixels of a frame but most of
         # its information (the VAE is convolutional).
         # The last 16% of the steps on whole frames, so GroupNorm's statistics match what it will see.
@@ -135,10 +135,11 @@ def train_vae(workdir: str, steps: int, batch_frames: int = 16, lr: float = 1e-3
         opt.step()
         state["step"] += 1
         state["seconds"] += time.time() - t0
+        state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - c0
         running.append(loss.item())
         if state["step"] % 200 == 0:
             _log(workdir, stage="vae", step=state["step"], loss=float(np.mean(running)), psnr=psnr(),
-                 minutes=state["seconds"] / 60)
+                 minutes=state["seconds"] / 60, cpu_minutes=state["cpu_seconds"] / 60)
             running = []
         if time.time() - last_ckpt > 180:
             _save({"model": vae.state_dict(), "colour": colour.state_dict(), "opt": opt.state_dict(), "state": state}, path)
@@ -196,7 +197,7 @@ def tune_decoder(workdir: str, steps: int, noise: float = 0.5, batch_frames: int
         _save(ckpt, path)
 
     while tune["step"] < steps and not _stop:
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         videos, _, _ = data.sample_batch(rng, batch_frames, "all")
         frames = videos[np.arange(batch_frames), rng.integers(0, data.NUM_FRAMES, batch_frames)]  # [N, H, W, 3]
         x = torch.from_numpy(frames).permute(0, 3, 1, 2) * 2 - 1  # [N, 3, H, W] in [-1, 1]
@@ -212,9 +213,11 @@ def tune_decoder(workdir: str, steps: int, noise: float = 0.5, batch_frames: int
         opt.step()
         tune["step"] += 1
         tune["seconds"] += time.time() - t0
+        tune["cpu_seconds"] = tune.get("cpu_seconds", 0.0) + time.process_time() - c0
         running.append(loss.item())
         if tune["step"] % 200 == 0:
-            _log(workdir, stage="decoder", step=tune["step"], loss=float(np.mean(running)), minutes=tune["seconds"] / 60)
+            _log(workdir, stage="decoder", step=tune["step"], loss=float(np.mean(running)), minutes=tune["seconds"] / 60,
+                 cpu_minutes=tune["cpu_seconds"] / 60)
             running = []
         if time.time() - last_ckpt > 180:
             save()
@@ -361,7 +364,7 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     unet.train()
     text_encoder.train()
     while state["step"] < steps and not _stop:
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         idx = torch.randint(0, len(cache["clip"]), (batch_size,), generator=gen)
         x0 = (cache["mean"][idx].float() + cache["std"][idx].float() * torch.randn(batch_size, *cache["mean"].shape[1:], generator=gen)) * vae_scale
         template = torch.randint(0, len(data.TEMPLATES), (batch_size,), generator=gen)
@@ -387,10 +390,11 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
                     pe.lerp_(p, 1 - decay)
         state["step"] += 1
         state["seconds"] += time.time() - t0
+        state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - c0
         running.append(loss.item())
         if state["step"] % 50 == 0:
             row = {"stage": "unet", "step": state["step"], "loss": float(np.mean(running)),
-                   "minutes": state["seconds"] / 60}
+                   "minutes": state["seconds"] / 60, "cpu_minutes": state["cpu_seconds"] / 60}
             if state["step"] % 250 == 0:
                 row.update(probe())
             _log(workdir, **row)
@@ -399,7 +403,7 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
             _save_unet(path, unet, text_encoder, ema, opt, state)
             last_ckpt = time.time()
         if eval_every and state["step"] % eval_every == 0 and not _stop:
-            _log(workdir, stage="eval", step=state["step"], minutes=state["seconds"] / 60, **sample_accuracy(workdir))
+            _log(workdir, stage="eval", step=state["step"], cpu_minutes=state["cpu_seconds"] / 60, **sample_accuracy(workdir))
     _save_unet(path, unet, text_encoder, ema, opt, state)
 
 
