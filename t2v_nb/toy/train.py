@@ -462,6 +462,7 @@ def export(workdir: str, out: str, fit_preview: bool = True) -> None:
     text_encoder.load_state_dict(ckpt["ema_text_encoder"])
     unet.load_state_dict(ckpt["ema_unet"])
     vae = load_vae(workdir)
+    vae_state = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["state"]
     scheduler = components.build_scheduler()
     os.makedirs(out, exist_ok=True)
     for name, part in (("tokenizer", tokenizer), ("text_encoder", text_encoder), ("unet", unet), ("vae", vae),
@@ -484,7 +485,7 @@ def export(workdir: str, out: str, fit_preview: bool = True) -> None:
         "t2v_nb_defaults": {"height": 64, "width": 64, "num_frames": 8, "num_inference_steps": 20,
                             "guidance_scale": 7.5, "scheduler": "dpm++", "fps": 8.0},
         "training": {"unet_steps": ckpt["state"]["step"], "unet_minutes": round(ckpt["state"]["seconds"] / 60, 1),
-                     "vae_steps": torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["state"]["step"]},
+                     "vae_steps": vae_state["step"], "decoder_steps": vae_state.get("decoder", {}).get("step", 0)},
     }
     with open(os.path.join(out, "model_index.json"), "w") as f:
         json.dump(index, f, indent=2)
@@ -521,8 +522,10 @@ def init_from(workdir: str, model_dir: str) -> None:
     unet_cls = index["unet"][1]
     if not os.path.exists(os.path.join(workdir, "vae.pt")):
         vae = AutoencoderKL.from_pretrained(os.path.join(model_dir, "vae"))
-        _save({"model": vae.state_dict(), "opt": None, "state": {"step": info.get("vae_steps", 0), "seconds": 0.0,
-               "done": True}, "scaling_factor": vae.config.scaling_factor}, os.path.join(workdir, "vae.pt"))
+        state = {"step": info.get("vae_steps", 0), "seconds": 0.0, "done": True,
+                 "decoder": {"step": info.get("decoder_steps", 0), "seconds": 0.0}}
+        _save({"model": vae.state_dict(), "opt": None, "state": state, "scaling_factor": vae.config.scaling_factor},
+              os.path.join(workdir, "vae.pt"))
     if not os.path.exists(os.path.join(workdir, "unet.pt")):
         unet = getattr(diffusers, unet_cls).from_pretrained(os.path.join(model_dir, "unet"))
         te = CLIPTextModel.from_pretrained(os.path.join(model_dir, "text_encoder"))
