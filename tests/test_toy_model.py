@@ -93,11 +93,11 @@ def test_diffusers_pipeline_loads_it_and_makes_the_same_video(pipe):
 @pytest.fixture(scope="module")
 def sample_report(pipe):
     """The strict evaluator on a fixed sample, default sampler settings: every third seen combination and
-    every held-out one, seeds 100 and 101 (the full evaluation, `python -m t2v_nb.toy.evaluate`, uses 0-2)."""
+    every held-out one, seed 100 (the full evaluation, `python -m t2v_nb.toy.evaluate`, uses 0-2)."""
     clips = data.seen_clips()[::3] + data.held_out_clips()
     report = evaluate.evaluate(lambda prompt, seed: pipe.generate(prompt, seed=seed, progress=False).frames,
-                               clips, seeds=(100, 101), progress=False)
-    assert report.counts["seen"] == 36 and report.counts["held_out"] == 12
+                               clips, seeds=(100,), progress=False)
+    assert report.counts["seen"] == 18 and report.counts["held_out"] == 6
     return report
 
 
@@ -107,8 +107,8 @@ def test_learned_colour_and_direction(sample_report):
     assert acc["color"] >= 0.9 and acc["direction"] >= 0.85, sample_report.summary()
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped model draws stars and pinched squares, which the strict "
-                   "evaluator names no shape (toy README, 'Status'); passes once weights from the new recipe ship")
+@pytest.mark.xfail(strict=True, reason="the shipped model's shapes are still too far from the "
+                   "templates (strict shape accuracy 0.03 at guidance 7.5, 0.30 at 3; toy README, 'Status')")
 def test_meets_the_accuracy_targets_on_a_fixed_sample(sample_report):
     """Issue 13's targets with the strict evaluator: joint >= 0.90 seen, >= 0.75 held out."""
     assert sample_report.accuracy["seen"]["joint"] >= 0.90, sample_report.summary()
