@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="toy-shapes", help="preset, hub id or local model directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt", action="append", help="a prompt (repeatable); default: four toy prompts")
+    p.add_argument("--guidance-scale", type=float, help="instead of the model's default")
     p.add_argument("--overwrite", action="store_true", help="replace files from an earlier demo")
     args = p.parse_args(argv)
 
@@ -47,7 +48,8 @@ def main(argv=None) -> int:
     print(f"loaded {pipe} in {time.time() - t0:.1f} s")
     for prompt in args.prompt or PROMPTS:
         t0 = time.time()
-        run = pipe.start(prompt, seed=args.seed)
+        run = pipe.start(prompt, seed=args.seed, **({} if args.guidance_scale is None else
+                                                    {"guidance_scale": args.guidance_scale}))
         run.finish(progress=False)
         video = run.decode()
         seconds = time.time() - t0

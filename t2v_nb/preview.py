@@ -55,11 +55,16 @@ def sd_vae_preview() -> LinearPreview:
 
 
 @torch.no_grad()
-def fit_linear_preview(vae, latents: torch.Tensor, source: str = "") -> LinearPreview:
+def fit_linear_preview(vae, latents: torch.Tensor, source: str = "", foreground: float = 0.0) -> LinearPreview:
     """Fit a LinearPreview for `vae` on its own decodes of `latents` ([N, C, F, h, w], scaled).
 
     Each decoded frame is averaged down to the latent grid (one RGB value per latent pixel), then
     least squares finds the [C, 3] matrix and bias that best map latents to those colours.
+
+    `foreground` > 0 weights each latent pixel by 1 + foreground * (distance of its colour from its
+    frame's median colour): where the frames are mostly plain background (the toy's dark 64x64 frames are
+    ~95% background), an unweighted fit spends itself on the background and washes the subject's colours
+    out. The weights cannot add what the latents do not hold linearly: see the toy README.
     """
     N, C, F, h, w = latents.shape
     z = latents.permute(0, 2, 1, 3, 4).reshape(N * F, C, h, w)  # [N*F, C, h, w]
@@ -68,8 +73,11 @@ def fit_linear_preview(vae, latents: torch.Tensor, source: str = "") -> LinearPr
     images = torch.nn.functional.adaptive_avg_pool2d(images, (h, w))  # [N*F, 3, h, w]
     X = z.float().cpu().permute(0, 2, 3, 1).reshape(-1, C).numpy()  # [P, C]
     Y = images.permute(0, 2, 3, 1).reshape(-1, 3).numpy()  # [P, 3]
+    background = images.flatten(2).median(dim=2).values  # [N*F, 3]
+    contrast = (images - background[:, :, None, None]).norm(dim=1).reshape(-1).numpy()  # [P]
+    sw = np.sqrt(1.0 + foreground * contrast)[:, None]  # [P, 1]: weighted least squares
     X1 = np.concatenate([X, np.ones((len(X), 1), np.float32)], axis=1)
-    sol, *_ = np.linalg.lstsq(X1, Y, rcond=None)  # [C + 1, 3]
+    sol, *_ = np.linalg.lstsq(X1 * sw, Y * sw, rcond=None)  # [C + 1, 3]
     return LinearPreview(sol[:C].astype(np.float32), sol[C].astype(np.float32), source)
 
 

@@ -1,4 +1,4 @@
-"""Tests for t2v_nb.toy.evaluate: the pixel-only detector and the generator scorer."""
+"""Tests for t2v_nb.toy.evaluate: the pixel-only detector (strict shape templates) and the generator scorer."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from t2v_nb.toy import data
-from t2v_nb.toy.evaluate import Detection, Report, detect, evaluate
+from t2v_nb.toy.evaluate import MIN_IOU, Detection, Report, detect, evaluate, template_iou
 
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1)
 ATTRS = ("color", "shape", "direction")
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
@@ -59,6 +59,66 @@ def test_detect_is_exact_on_clean_ground_truth(ground_truth):
 def test_detect_is_robust_to_noise_and_blur(ground_truth, name, transform):
     acc, misses = _score(ground_truth, transform)
     assert all(acc[a] >= 0.95 for a in ATTRS), (name, acc, misses[:5])
+
+
+@pytest.mark.parametrize("shape", data.SHAPES)
+@pytest.mark.parametrize("r", [0.11 * 64, 0.135 * 64, 0.16 * 64])  # the renderer's smallest, middle, largest
+def test_renderer_shapes_match_their_template_at_every_size_and_place(shape, r):
+    rng = np.random.default_rng(int(r * 10))
+    cx = rng.uniform(r + 1.5, 64 - r - 1.5, 8)  # anywhere the renderer may put them, off the pixel grid
+    cy = rng.uniform(r + 1.5, 64 - r - 1.5, 8)
+    cover = data.coverage(shape, cx, cy, np.full(8, r), 64)  # [8, 64, 64]
+    video = (0.06 + cover[..., None] * (np.array(data.COLORS["green"]) - 0.06)).astype(np.float32)
+    det = detect(video)
+    assert det.shape == shape and det.iou[shape] >= 0.95, det.iou
+    assert all(det.iou[other] < MIN_IOU for other in data.SHAPES if other != shape), det.iou
+
+
+def _impostor(inside, r: float = 10.0, color=(0.92, 0.16, 0.12)) -> np.ndarray:
+    """A moving shape that is none of the three: `inside(x, y, r)` relative to its centre, drawn at 4x4
+    supersampling like the renderer. [8, 64, 64, 3]."""
+    sub = (np.arange(256) + 0.5) / 4
+    frames = []
+    for f in range(8):
+        cx, cy = 18 + 4 * f, 30.3
+        cover = inside(sub[None, :] - cx, sub[:, None] - cy, r).reshape(64, 4, 64, 4).mean(axis=(1, 3))
+        frames.append(0.05 + cover[..., None] * (np.array(color) - 0.05))
+    return np.array(frames, np.float32)
+
+
+def _star(x, y, r):  # four-pointed star: |x|^p + |y|^p <= r^p with p < 1 (concave sides)
+    return np.abs(x) ** 0.6 + np.abs(y) ** 0.6 <= (1.2 * r) ** 0.6
+
+
+def _ring(x, y, r):
+    return (x**2 + y**2 <= r**2) & (x**2 + y**2 >= (0.55 * r) ** 2)
+
+
+def _pinched_square(x, y, r):  # a square whose sides bow inwards by 40% of the half side (fill ~0.7)
+    h = 0.85 * r
+    bow = lambda u: h * (1 - 0.4 * (1 - (np.clip(np.abs(u), 0, h) / h) ** 2))
+    return (np.abs(x) <= bow(y)) & (np.abs(y) <= bow(x))
+
+
+def _diamond(x, y, r):  # a square on its corner
+    return np.abs(x) + np.abs(y) <= 1.1 * r
+
+
+@pytest.mark.parametrize("inside", [_star, _ring, _pinched_square, _diamond])
+@pytest.mark.parametrize("r", [7.0, 10.0])
+def test_stars_rings_and_pinched_squares_are_no_shape(inside, r):
+    det = detect(_impostor(inside, r))
+    assert det.color == "red" and det.direction == "right"  # the blob is found ...
+    assert det.shape is None, det.iou  # ... but it is none of the three shapes
+    assert max(det.iou.values()) < MIN_IOU
+
+
+def test_template_iou_of_an_exact_template_is_one():
+    blob = data.coverage("triangle", 30.2, 28.7, 9.0, 64) >= 0.5
+    blob = detect(np.repeat(blob[None, ..., None] * np.ones(3, np.float32), 8, axis=0))
+    assert blob.shape == "triangle"
+    square = data.coverage("square", 32.0, 32.0, 9.0, 64) >= 0.5  # [64, 64] bool, no blur
+    assert template_iou(square, "square") > 0.85 and template_iou(square, "circle") < MIN_IOU
 
 
 def test_detect_accepts_uint8_and_reports_diagnostics():

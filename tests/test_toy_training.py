@@ -37,3 +37,41 @@ def test_warm_start_moves_the_spatial_layers_between_unet_kinds():
         assert torch.equal(own[n].flatten(), src[n].flatten())
     with pytest.raises(ValueError, match="UNet kind"):
         components.build_unet(kind="2d")
+
+
+def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path):
+    """The whole recipe on a toy budget: each stage checkpoints, a second call with the same budget does
+    nothing, the decoder stage leaves the encoder alone, and the export loads."""
+    import json
+    import os
+
+    import numpy as np
+
+    import t2v_nb
+
+    work = str(tmp_path / "run")
+    os.makedirs(work)
+    train.train_vae(work, steps=2, batch_frames=2)
+    vae_before = train.load_vae(work).state_dict()
+    train.tune_decoder(work, steps=2, batch_frames=2)
+    ckpt = torch.load(os.path.join(work, "vae.pt"), weights_only=False)
+    assert ckpt["state"]["step"] == 2 and ckpt["state"]["done"] and ckpt["state"]["decoder"]["step"] == 2
+    after = ckpt["model"]
+    assert all(torch.equal(vae_before[k], after[k]) for k in after if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(vae_before[k], after[k]) for k in after if k.startswith("decoder."))
+    train.tune_decoder(work, steps=2)  # budget reached: nothing changes
+    assert torch.load(os.path.join(work, "vae.pt"), weights_only=False)["state"]["decoder"]["step"] == 2
+
+    train.encode_dataset(work, num_videos=4, chunk=4)
+    train.train_unet(work, steps=1, batch_size=2, eval_every=0)
+    train.train_unet(work, steps=1, batch_size=2, eval_every=0)  # resumes at its budget: no step
+    assert torch.load(os.path.join(work, "unet.pt"), weights_only=False)["state"]["step"] == 1
+
+    out = str(tmp_path / "export")
+    train.export(work, out)
+    index = json.load(open(os.path.join(out, "model_index.json")))
+    assert index["training"]["unet_steps"] == 1 and index["training"]["decoder_steps"] == 2
+    assert {"vocab.json", "merges.txt", "tokenizer.json"} <= set(os.listdir(os.path.join(out, "tokenizer")))
+    pipe = t2v_nb.load(out)
+    video = pipe.generate("a red circle moving right", seed=0, num_inference_steps=2, progress=False)
+    assert video.frames.shape == (8, 64, 64, 3) and np.isfinite(video.frames).all()

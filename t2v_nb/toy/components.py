@@ -202,3 +202,20 @@ def build_scheduler():
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(**SCHEDULER_CONFIG)
+
+
+def save_slow_tokenizer_files(tokenizer, folder: str) -> None:
+    """Write `vocab.json` and `merges.txt` next to `tokenizer.json`.
+
+    transformers 5 saves a CLIPTokenizer as `tokenizer.json` only; transformers 4.x's `CLIPTokenizer`
+    (the slow class that model_index.json names, as ModelScope's does) reads these two files, so with
+    them the folder loads under both.
+    """
+    import json
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["merges"]]
+    with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(spec["vocab"], f, ensure_ascii=False)
+    with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(m + "\n" for m in merges))

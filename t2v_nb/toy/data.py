@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = [
     "COLORS", "SHAPES", "DIRECTIONS", "HELD_OUT", "TEMPLATES", "Clip",
-    "all_clips", "seen_clips", "held_out_clips", "caption", "render", "sample_batch",
+    "all_clips", "seen_clips", "held_out_clips", "caption", "coverage", "render", "sample_batch",
 ]
 
 NUM_FRAMES = 8
@@ -112,8 +112,14 @@ def parse_caption(text: str) -> Clip | None:
     return Clip(*found)
 
 
-def _coverage(shape: str, cx: float, cy: float, r: float, size: int, ss: int = 4) -> np.ndarray:
-    """Fraction of each pixel covered by the shape, by `ss` x `ss` supersampling. [size, size]."""
+def coverage(shape: str, cx, cy, r, size: int = SIZE, ss: int = 4) -> np.ndarray:
+    """Fraction of each pixel covered by the shape, by `ss` x `ss` supersampling.
+
+    `cx`, `cy` (centre, pixels) and `r` (the shape's "radius", pixels) are numbers, giving [size, size],
+    or arrays of one shape S, giving [*S, size, size]: many placements at once (the evaluator fits
+    these templates to what a model drew).
+    """
+    cx, cy, r = (np.asarray(v, np.float64)[..., None, None] for v in (cx, cy, r))  # [*S, 1, 1]
     coords = (np.arange(size * ss) + 0.5) / ss  # sub-pixel centres, in pixels
     x = coords[None, :]
     y = coords[:, None]
@@ -129,7 +135,8 @@ def _coverage(shape: str, cx: float, cy: float, r: float, size: int, ss: int = 4
         inside = (y >= top) & (y <= bottom) & (np.abs(x - cx) <= half_width)
     else:
         raise ValueError(f"Unknown shape {shape!r}; expected one of {list(SHAPES)}.")
-    return inside.reshape(size, ss, size, ss).mean(axis=(1, 3))
+    inside = np.broadcast_to(inside, (*cx.shape[:-2], size * ss, size * ss))
+    return inside.reshape(*inside.shape[:-2], size, ss, size, ss).mean(axis=(-3, -1))
 
 
 def render(clip: Clip, seed: int | np.random.Generator = 0, num_frames: int = NUM_FRAMES,
@@ -158,7 +165,7 @@ def render(clip: Clip, seed: int | np.random.Generator = 0, num_frames: int = NU
         # Position along the motion, measured from the edge the shape leaves.
         pos = along if (dx + dy) > 0 else size - along
         cx, cy = (pos, across) if dx != 0 else (across, pos)
-        cov = _coverage(clip.shape, cx, cy, r, size)[..., None]  # [H, W, 1]
+        cov = coverage(clip.shape, cx, cy, r, size)[..., None]  # [H, W, 1]
         video[f] = (1 - cov) * background + cov * color
     return np.clip(video, 0.0, 1.0)
 

@@ -5,9 +5,11 @@ reads three things back out of it, with no model involved:
 
 * colour: the nearest reference colour in `data.COLORS` to the foreground's chromaticity
   (RGB divided by its largest channel, so the renderer's random shade does not matter);
-* shape: from the foreground mask in each frame, its taper (width of the narrow end over width of
-  the wide end: triangle ~0.2, circle and square ~1) and its corner ratio (extent along the
-  diagonals over extent along the axes: square ~1.4, circle ~1), medians over frames;
+* shape: how well the foreground mask matches each ideal shape as `data.coverage` draws it (IoU
+  with the template at the fitted position and size, see `template_iou`), median over frames; the
+  best template names the shape if its IoU reaches `MIN_IOU`, else the shape is None: a
+  four-pointed star, a ring or a pinched square is none of the three (the renderer's own shapes,
+  blurred and noisy, score >= 0.92; such impostors <= 0.89);
 * direction: from a least-squares line through the mask's centroid over frames; the axis that moved
   most and its sign ("up" is negative y, as image rows grow downwards).
 
@@ -37,9 +39,10 @@ import numpy as np
 
 from t2v_nb.toy import data
 
-__all__ = ["Detection", "Row", "Report", "detect", "evaluate", "MIN_DISPLACEMENT"]
+__all__ = ["Detection", "Row", "Report", "detect", "evaluate", "template_iou", "MIN_DISPLACEMENT", "MIN_IOU"]
 
 MIN_DISPLACEMENT = 3.0  # pixels the centroid must travel over the clip to count as motion
+MIN_IOU = 0.91  # smallest template IoU that names a shape (the renderer's own, blurred and noisy: >= 0.92)
 MIN_CONTRAST = 0.08  # smallest RGB distance from the background that can count as foreground
 ATTRIBUTES = ("color", "shape", "direction")
 _NAMES = list(data.COLORS)
@@ -55,12 +58,14 @@ class Detection:
         shape: Name from `data.SHAPES`, or None.
         direction: Name from `data.DIRECTIONS`, or None.
         displacement: Centroid travel (dx, dy) in pixels over the clip, from a least-squares fit.
-        fill: Median fill ratio of the blob in its bounding box.
-        taper: Median narrow-end / wide-end width ratio of the blob (triangle ~0.2, others ~1).
-        corners: Median diagonal / axis extent ratio of the blob (square ~1.41, circle ~1).
+        fill: Median fill ratio of the blob in its bounding box (data: circle 0.78, square 1.0, triangle 0.54).
+        taper: Median narrow-end / wide-end width ratio of the blob (triangle ~0.2, others ~1); diagnostic.
+        corners: Median diagonal / axis extent ratio of the blob (square ~1.41, circle ~1); diagnostic.
         rgb: Median RGB of the blob's core.
         foreground: Mean fraction of the frame covered by the blob.
         frames: Number of frames in which a blob was found.
+        iou: Shape name -> median over frames of the blob's IoU with that ideal template (fitted
+            position and size); the shape is the best one, if it reaches `MIN_IOU`.
     """
 
     color: str | None
@@ -73,6 +78,7 @@ class Detection:
     rgb: tuple[float, float, float] | None = None
     foreground: float = 0.0
     frames: int = 0
+    iou: dict[str, float] | None = None
 
 
 def _as_video(video: np.ndarray) -> np.ndarray:
@@ -134,11 +140,45 @@ def _geometry(blob: np.ndarray) -> tuple[float, float, float, float, float]:
     return float(xs.mean()), float(ys.mean()), float(fill), float(taper), float(corners)
 
 
-def _classify_shape(taper: float, corners: float) -> str:
-    """Shape name from the median taper and corner ratio of the blob."""
-    if taper < 0.55:  # triangles ~0.2-0.35, circles and squares >= 0.7
-        return "triangle"
-    return "square" if corners > 1.16 else "circle"  # circles <= 1.08, squares >= 1.25
+# Each template's area in units of r**2 and how far its centroid sits below its centre (in r), as
+# `data.coverage` draws them: circle of radius r; square of half side 0.85 r; triangle from cy - r to
+# cy + 0.8 r with a base 2.1 r wide (its centroid is 2/3 of the way down from the apex).
+_TEMPLATE_AREA = {"circle": math.pi, "square": 1.7**2, "triangle": 0.5 * 1.8 * 2.1}
+_TEMPLATE_DROP = {"circle": 0.0, "square": 0.0, "triangle": 0.2}
+_SCALES = np.array([0.88, 0.94, 1.0, 1.06, 1.12])
+_SHIFTS = np.array([-0.5, 0.0, 0.5])
+
+
+def template_iou(blob: np.ndarray, shape: str) -> float:
+    """Best IoU of one frame's blob ([H, W] bool) with the ideal `shape` as `data.coverage` draws it.
+
+    The template starts with the blob's area and centroid, then the best of a small grid around that
+    (size x0.88..1.12, centre +-0.5 pixel) is kept. The template goes through what the blob went through
+    (the 3x3 blur of `detect`, then half contrast), so the renderer's own shapes score >= 0.95 at every
+    size while a four-pointed star, a ring or a pinched square scores well below `MIN_IOU`.
+    """
+    ys, xs = np.nonzero(blob)
+    r0 = math.sqrt(len(xs) / _TEMPLATE_AREA[shape])
+    cx0, cy0 = xs.mean() + 0.5, ys.mean() + 0.5 - _TEMPLATE_DROP[shape] * r0  # pixel centres are at +0.5
+    side = int(math.ceil(2.6 * r0 * _SCALES[-1])) + 4  # a square crop that holds every candidate
+    x0, y0 = int(round(cx0)) - side // 2, int(round(cy0)) - side // 2
+    crop = np.zeros((side, side), bool)
+    h, w = blob.shape
+    sy, sx = slice(max(y0, 0), min(y0 + side, h)), slice(max(x0, 0), min(x0 + side, w))
+    crop[sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0] = blob[sy, sx]
+    s, dy, dx = np.meshgrid(_SCALES, _SHIFTS, _SHIFTS, indexing="ij")  # [5, 5, 5] candidates
+    cover = data.coverage(shape, (cx0 - x0 + dx).ravel(), (cy0 - y0 + dy).ravel(), (r0 * s).ravel(), side,
+                          ss=2)  # [K, side, side]
+    tmpl = _box3(cover[..., None])[..., 0] >= 0.5  # [K, side, side]
+    inter = (tmpl & crop).sum(axis=(1, 2))
+    union = (tmpl | crop).sum(axis=(1, 2)) + (len(xs) - crop.sum())  # blob pixels outside the crop
+    return float((inter / np.maximum(union, 1)).max())
+
+
+def _classify_shape(ious: dict[str, float]) -> str | None:
+    """The template the blob matches best, or None when it matches none of them well (a star, a ring)."""
+    best = max(ious, key=ious.get)
+    return best if ious[best] >= MIN_IOU else None
 
 
 def detect(video: np.ndarray, min_displacement: float = MIN_DISPLACEMENT) -> Detection:
@@ -193,9 +233,9 @@ def detect(video: np.ndarray, min_displacement: float = MIN_DISPLACEMENT) -> Det
                 direction = "right" if dx > 0 else "left"
             else:
                 direction = "down" if dy > 0 else "up"
-    shape = _classify_shape(taper, corners)
-    return Detection(color, shape, direction, displacement, fill, taper, corners,
-                     tuple(float(c) for c in rgb), float(area[valid].mean() / (h * w)), int(valid.sum()))
+    iou = {name: float(np.median([template_iou(blobs[i], name) for i in t])) for name in data.SHAPES}
+    return Detection(color, _classify_shape(iou), direction, displacement, fill, taper, corners,
+                     tuple(float(c) for c in rgb), float(area[valid].mean() / (h * w)), int(valid.sum()), iou)
 
 
 @dataclasses.dataclass
@@ -285,17 +325,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Score a toy-shapes model: colour, shape and direction from pixels.")
     p.add_argument("--model", default="toy-shapes", help="preset or model directory")
     p.add_argument("--seeds", type=int, default=3, help="seeds per caption (0..N-1)")
+    p.add_argument("--guidance-scale", type=float, help="instead of the model's default")
     p.add_argument("--json", help="also write the report here")
     args = p.parse_args(argv)
 
     import t2v_nb
 
     pipe = t2v_nb.load(args.model)
+    kwargs = {} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}
     t0 = time.time()
-    report = evaluate(lambda prompt, seed: pipe.generate(prompt, seed=seed, progress=False).frames,
+    report = evaluate(lambda prompt, seed: pipe.generate(prompt, seed=seed, progress=False, **kwargs).frames,
                       seeds=range(args.seeds))
     print(report.summary())
-    print(f"{report.counts['all']} videos in {time.time() - t0:.0f} s with {pipe}")
+    ious = {s: [r.detection.iou[s] for r in report.rows if r.clip.shape == s and r.detection.iou] for s in data.SHAPES}
+    print("mean template IoU: " + ", ".join(f"{s} {np.mean(v):.3f}" for s, v in ious.items() if v))
+    print(f"{report.counts['all']} videos in {time.time() - t0:.0f} s with {pipe}, {kwargs or 'default settings'}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report.to_dict(), f, indent=1)

@@ -72,14 +72,27 @@ def _crops(frames: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.n
     return out
 
 
-def train_vae(workdir: str, minutes: float, batch_frames: int = 16, lr: float = 1e-3, seed: int = 0) -> None:
+def _reconstruction_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Pixel MSE + L1, plus the error of 8x8 block means (one per latent pixel) weighted heavily: colour is
+    low-frequency, and without it the small shapes' colours drown in the pixel loss and the VAE learns
+    luminance blobs first. rec, x: [N, 3, H, W] in [-1, 1]."""
+    low = F.mse_loss(F.avg_pool2d(rec, 8), F.avg_pool2d(x, 8))
+    return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 10 * low
+
+
+def train_vae(workdir: str, steps: int, batch_frames: int = 16, lr: float = 1e-3, seed: int = 0) -> None:
     path = os.path.join(workdir, "vae.pt")
     vae = components.build_vae(seed)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    # A linear read-out of each latent pixel's colour, trained with the VAE: it ties the 8x8 block mean
+    # colour to a linear function of the latents, so a linear preview (t2v_nb.preview) shows true colours.
+    colour = torch.nn.Linear(vae.config.latent_channels, 3)
+    opt = torch.optim.AdamW(list(vae.parameters()) + list(colour.parameters()), lr=lr, weight_decay=0.0)
     state = {"step": 0, "seconds": 0.0, "done": False}
     if os.path.exists(path):
         ckpt = torch.load(path, weights_only=False)
         vae.load_state_dict(ckpt["model"])
+        if "colour" in ckpt:
+            colour.load_state_dict(ckpt["colour"])
         if ckpt["opt"] is not None:
             opt.load_state_dict(ckpt["opt"])
         state = ckpt["state"]
@@ -98,37 +111,38 @@ def train_vae(workdir: str, minutes: float, batch_frames: int = 16, lr: float = 
         return 10 * math.log10(1 / mse)
 
     last_ckpt, running = time.time(), []
-    while state["seconds"] < minutes * 60 and not _stop:
-        t0 = time.time()
+    while state["step"] < steps and not _stop:
+        t0, c0 = time.time(), time.process_time()
         # Small batches of 32x32 crops around the shape: a quarter of the pixels of a frame but most of
         # its information (the VAE is convolutional).
-        # The last 16% of the budget on whole frames, so GroupNorm's statistics match what it will see.
-        whole = state["seconds"] > minutes * 60 * 0.84
+        # The last 16% of the steps on whole frames, so GroupNorm's statistics match what it will see.
+        whole = state["step"] > steps * 0.84
         n = batch_frames // 2 if whole else batch_frames
         videos, _, _ = data.sample_batch(rng, n, "all")
         frames = videos[np.arange(n), rng.integers(0, data.NUM_FRAMES, n)]  # [N, H, W, 3]
         x = torch.from_numpy(frames if whole else _crops(frames, rng)).permute(0, 3, 1, 2) * 2 - 1  # [N, 3, h, w]
-        # Lower the learning rate for the last third of the budget.
+        # Lower the learning rate for the last third of the steps.
         for g in opt.param_groups:
-            g["lr"] = lr if state["seconds"] < minutes * 40 else lr * 0.3
+            g["lr"] = lr if state["step"] < steps * 2 / 3 else lr * 0.3
         post = vae.encode(x).latent_dist
-        rec = vae.decode(post.mode()).sample  # as AutoencoderKL.forward does by default
-        # Colour is low-frequency: weight the error of 8x8 block means (one per latent pixel) heavily,
-        # or the small shapes' colours drown in the pixel loss and the VAE learns luminance blobs first.
-        low = F.mse_loss(F.avg_pool2d(rec, 8), F.avg_pool2d(x, 8))
-        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 10 * low + 1e-6 * post.kl().mean()
+        z = post.mode()  # [N, C, h, w]
+        rec = vae.decode(z).sample  # as AutoencoderKL.forward does by default
+        linear_rgb = colour(z.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # [N, 3, h, w]
+        loss = (_reconstruction_loss(rec, x) + 10 * F.mse_loss(linear_rgb, F.avg_pool2d(x, 8))
+                + 1e-6 * post.kl().mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         state["step"] += 1
         state["seconds"] += time.time() - t0
+        state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - c0
         running.append(loss.item())
         if state["step"] % 200 == 0:
             _log(workdir, stage="vae", step=state["step"], loss=float(np.mean(running)), psnr=psnr(),
-                 minutes=state["seconds"] / 60)
+                 minutes=state["seconds"] / 60, cpu_minutes=state["cpu_seconds"] / 60)
             running = []
         if time.time() - last_ckpt > 180:
-            _save({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state}, path)
+            _save({"model": vae.state_dict(), "colour": colour.state_dict(), "opt": opt.state_dict(), "state": state}, path)
             last_ckpt = time.time()
     if not _stop:
         state["done"] = True
@@ -138,7 +152,7 @@ def train_vae(workdir: str, minutes: float, batch_frames: int = 16, lr: float = 
             lat = vae.encode(val).latent_dist.mode()
         vae.register_to_config(scaling_factor=float(1 / lat.std()))
         _log(workdir, stage="vae", step=state["step"], psnr=psnr(), scaling_factor=vae.config.scaling_factor, done=True)
-    _save({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state,
+    _save({"model": vae.state_dict(), "colour": colour.state_dict(), "opt": opt.state_dict(), "state": state,
            "scaling_factor": vae.config.scaling_factor}, path)
 
 
@@ -148,6 +162,67 @@ def load_vae(workdir: str):
     vae.load_state_dict(ckpt["model"])
     vae.register_to_config(scaling_factor=ckpt["scaling_factor"])
     return vae.eval()
+
+
+def tune_decoder(workdir: str, steps: int, noise: float = 0.5, batch_frames: int = 16, lr: float = 3e-4,
+                 seed: int = 0) -> None:
+    """Stage 1b: the decoder learns to draw clean shapes from imprecise latents; the encoder stays as it is.
+
+    A denoiser's final latents are never exactly an encoder's output (on the shipped model they sit
+    ~0.4 rms, in scaled units, from the nearest encodable latent), and a decoder trained only on exact
+    latents draws stars and pinched squares from them. Here each frame's latent gets Gaussian noise of
+    a random size in [0, `noise`] (scaled units) and the decoder is trained to give back the clean frame.
+    The encoder is frozen, so the latent space - and any UNet trained on it - stays valid.
+    """
+    path = os.path.join(workdir, "vae.pt")
+    ckpt = torch.load(path, weights_only=False)
+    tune = ckpt["state"].setdefault("decoder", {"step": 0, "seconds": 0.0, "noise": noise})
+    if tune["step"] >= steps:
+        return
+    vae = load_vae(workdir)
+    scale = vae.config.scaling_factor
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    if ckpt.get("decoder_opt") is not None:
+        opt.load_state_dict(ckpt["decoder_opt"])
+    rng = np.random.default_rng([seed, 3, tune["step"]])
+    gen = torch.Generator().manual_seed(seed * 1000 + tune["step"])
+    vae.decoder.train()
+    last_ckpt, running = time.time(), []
+
+    def save():
+        ckpt["model"], ckpt["decoder_opt"] = vae.state_dict(), opt.state_dict()
+        _save(ckpt, path)
+
+    while tune["step"] < steps and not _stop:
+        t0, c0 = time.time(), time.process_time()
+        videos, _, _ = data.sample_batch(rng, batch_frames, "all")
+        frames = videos[np.arange(batch_frames), rng.integers(0, data.NUM_FRAMES, batch_frames)]  # [N, H, W, 3]
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2) * 2 - 1  # [N, 3, H, W] in [-1, 1]
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()  # [N, C, h, w], unscaled
+        sigma = torch.rand(batch_frames, 1, 1, 1, generator=gen) * noise / scale
+        rec = vae.decode(z + sigma * torch.randn(z.shape, generator=gen)).sample
+        loss = _reconstruction_loss(rec, x)
+        for g in opt.param_groups:
+            g["lr"] = lr if tune["step"] < steps * 2 / 3 else lr * 0.3
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        tune["step"] += 1
+        tune["seconds"] += time.time() - t0
+        tune["cpu_seconds"] = tune.get("cpu_seconds", 0.0) + time.process_time() - c0
+        running.append(loss.item())
+        if tune["step"] % 200 == 0:
+            _log(workdir, stage="decoder", step=tune["step"], loss=float(np.mean(running)), minutes=tune["seconds"] / 60,
+                 cpu_minutes=tune["cpu_seconds"] / 60)
+            running = []
+        if time.time() - last_ckpt > 180:
+            save()
+            last_ckpt = time.time()
+    save()
 
 
 # ---------------------------------------------------------------- stage 2: latent cache
@@ -211,10 +286,10 @@ def loss_weights(alphas_cumprod: torch.Tensor, scheme: str = "layout", gamma: fl
     raise ValueError(f"Unsupported prediction_type {prediction_type!r}; expected 'epsilon' or 'v_prediction'.")
 
 
-def train_unet(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5e-4, seed: int = 0,
+def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4, seed: int = 0,
                p_uncond: float = 0.1, snr_gamma: float = 5.0, ema_decay: float = 0.999,
                weighting: str = "layout", freeze_text_encoder: bool = False, kind: str = "3d",
-               warm_start_from: str | None = None) -> None:
+               warm_start_from: str | None = None, eval_every: int = 1000) -> None:
     path = os.path.join(workdir, "unet.pt")
     cache = torch.load(os.path.join(workdir, "latents.pt"))
     vae_scale = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["scaling_factor"]
@@ -288,8 +363,8 @@ def train_unet(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5
     last_ckpt, running = time.time(), []
     unet.train()
     text_encoder.train()
-    while state["seconds"] < minutes * 60 and not _stop:
-        t0 = time.time()
+    while state["step"] < steps and not _stop:
+        t0, c0 = time.time(), time.process_time()
         idx = torch.randint(0, len(cache["clip"]), (batch_size,), generator=gen)
         x0 = (cache["mean"][idx].float() + cache["std"][idx].float() * torch.randn(batch_size, *cache["mean"].shape[1:], generator=gen)) * vae_scale
         template = torch.randint(0, len(data.TEMPLATES), (batch_size,), generator=gen)
@@ -315,18 +390,40 @@ def train_unet(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5
                     pe.lerp_(p, 1 - decay)
         state["step"] += 1
         state["seconds"] += time.time() - t0
+        state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - c0
         running.append(loss.item())
         if state["step"] % 50 == 0:
             row = {"stage": "unet", "step": state["step"], "loss": float(np.mean(running)),
-                   "minutes": state["seconds"] / 60}
+                   "minutes": state["seconds"] / 60, "cpu_minutes": state["cpu_seconds"] / 60}
             if state["step"] % 250 == 0:
                 row.update(probe())
             _log(workdir, **row)
             running = []
-        if time.time() - last_ckpt > 600 or _stop:
+        if time.time() - last_ckpt > 600 or _stop or (eval_every and state["step"] % eval_every == 0):
             _save_unet(path, unet, text_encoder, ema, opt, state)
             last_ckpt = time.time()
+        if eval_every and state["step"] % eval_every == 0 and not _stop:
+            _log(workdir, stage="eval", step=state["step"], cpu_minutes=state["cpu_seconds"] / 60, **sample_accuracy(workdir))
     _save_unet(path, unet, text_encoder, ema, opt, state)
+
+
+EVAL_CLIPS = slice(0, None, 5)  # every 5th of data.all_clips(): 12 captions, 1 of them held out
+
+
+def sample_accuracy(workdir: str, seed: int = 500) -> dict:
+    """Strict accuracy (t2v_nb.toy.evaluate) of the work directory's current EMA weights on a fixed small
+    sample: 12 captions, one seed, default sampler settings. Exports to <workdir>/eval_export to load them."""
+    import t2v_nb
+    from . import evaluate
+
+    out = os.path.join(workdir, "eval_export")
+    export(workdir, out, fit_preview=False)
+    pipe = t2v_nb.load(out)
+    report = evaluate.evaluate(lambda prompt, s: pipe.generate(prompt, seed=s, progress=False).frames,
+                               data.all_clips()[EVAL_CLIPS], seeds=(seed,), progress=False)
+    acc = report.accuracy["all"]
+    ious = [r.detection.iou[r.clip.shape] for r in report.rows if r.detection.iou]
+    return {f"eval_{k}": v for k, v in acc.items()} | {"eval_iou": float(np.mean(ious)) if ious else 0.0}
 
 
 def _ckpt_kind(ckpt: dict) -> str:
@@ -351,9 +448,11 @@ def _save_unet(path, unet, text_encoder, ema, opt, state) -> None:
 
 # ---------------------------------------------------------------- export
 
-def export(workdir: str, out: str) -> None:
+FOREGROUND_WEIGHT = 30.0  # preview fit: weight of a latent pixel = 1 + this * its contrast with the background
+PREVIEW_SOURCE = "fitted by t2v_nb.toy.train on the VAE's decodes of 256 training frames, weighted to the shapes"
+
+def export(workdir: str, out: str, fit_preview: bool = True) -> None:
     """Write the EMA weights in the diffusers layout, with the preview factors of the VAE."""
-    from .. import preview
 
     tokenizer = components.build_tokenizer()
     text_encoder = components.build_text_encoder(len(tokenizer))
@@ -363,6 +462,7 @@ def export(workdir: str, out: str) -> None:
     text_encoder.load_state_dict(ckpt["ema_text_encoder"])
     unet.load_state_dict(ckpt["ema_unet"])
     vae = load_vae(workdir)
+    vae_state = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["state"]
     scheduler = components.build_scheduler()
     os.makedirs(out, exist_ok=True)
     for name, part in (("tokenizer", tokenizer), ("text_encoder", text_encoder), ("unet", unet), ("vae", vae),
@@ -383,20 +483,27 @@ def export(workdir: str, out: str) -> None:
         "vae": ["diffusers", "AutoencoderKL"],
         "scheduler": ["diffusers", "DDIMScheduler"],
         "t2v_nb_defaults": {"height": 64, "width": 64, "num_frames": 8, "num_inference_steps": 20,
-                            "guidance_scale": 7.5, "scheduler": "dpm++", "fps": 8.0},
+                            "guidance_scale": 3.0, "scheduler": "dpm++", "fps": 8.0},
         "training": {"unet_steps": ckpt["state"]["step"], "unet_minutes": round(ckpt["state"]["seconds"] / 60, 1),
-                     "vae_steps": torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["state"]["step"]},
+                     "vae_steps": vae_state["step"], "decoder_steps": vae_state.get("decoder", {}).get("step", 0)},
     }
     with open(os.path.join(out, "model_index.json"), "w") as f:
         json.dump(index, f, indent=2)
-    # Latent -> RGB factors, fitted on the VAE's own decodes of fresh videos.
+    components.save_slow_tokenizer_files(tokenizer, os.path.join(out, "tokenizer"))
+    if fit_preview:
+        fit_preview_factors(vae).save(os.path.join(out, "preview.json"))
+    print(f"exported to {out}")
+
+
+def fit_preview_factors(vae):
+    """Latent -> RGB factors for `vae`, fitted on its own decodes of fresh videos, weighted towards the shapes."""
+    from .. import preview
+
     videos, _, _ = data.sample_batch(np.random.default_rng(7), 32, "all")
     x = torch.from_numpy(videos.reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2) * 2 - 1
     with torch.no_grad():
         latents = vae.encode(x).latent_dist.mode() * vae.config.scaling_factor  # [N, C, h, w]
-    factors = preview.fit_linear_preview(vae, latents.unsqueeze(2))
-    factors.save(os.path.join(out, "preview.json"))
-    print(f"exported to {out}")
+    return preview.fit_linear_preview(vae, latents.unsqueeze(2), source=PREVIEW_SOURCE, foreground=FOREGROUND_WEIGHT)
 
 
 def init_from(workdir: str, model_dir: str) -> None:
@@ -415,8 +522,10 @@ def init_from(workdir: str, model_dir: str) -> None:
     unet_cls = index["unet"][1]
     if not os.path.exists(os.path.join(workdir, "vae.pt")):
         vae = AutoencoderKL.from_pretrained(os.path.join(model_dir, "vae"))
-        _save({"model": vae.state_dict(), "opt": None, "state": {"step": info.get("vae_steps", 0), "seconds": 0.0,
-               "done": True}, "scaling_factor": vae.config.scaling_factor}, os.path.join(workdir, "vae.pt"))
+        state = {"step": info.get("vae_steps", 0), "seconds": 0.0, "done": True,
+                 "decoder": {"step": info.get("decoder_steps", 0), "seconds": 0.0}}
+        _save({"model": vae.state_dict(), "opt": None, "state": state, "scaling_factor": vae.config.scaling_factor},
+              os.path.join(workdir, "vae.pt"))
     if not os.path.exists(os.path.join(workdir, "unet.pt")):
         unet = getattr(diffusers, unet_cls).from_pretrained(os.path.join(model_dir, "unet"))
         te = CLIPTextModel.from_pretrained(os.path.join(model_dir, "text_encoder"))
@@ -430,15 +539,19 @@ def init_from(workdir: str, model_dir: str) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="runs/toy")
-    p.add_argument("--vae-minutes", type=float, default=10)
-    p.add_argument("--unet-minutes", type=float, default=120, help="total UNet training time, across resumptions")
-    p.add_argument("--num-videos", type=int, default=20000, help="videos in the latent cache")
+    p.add_argument("--vae-steps", type=int, default=6000, help="VAE steps (stage 1)")
+    p.add_argument("--decoder-steps", type=int, default=2000, help="decoder steps on noisy latents (stage 1b)")
+    p.add_argument("--decoder-noise", type=float, default=0.5, help="largest latent noise of stage 1b, scaled units")
+    p.add_argument("--unet-steps", type=int, default=12000, help="total UNet steps, across resumptions (stage 3)")
+    p.add_argument("--eval-every", type=int, default=1000, help="UNet steps between strict-accuracy samples (0: never)")
+    p.add_argument("--num-videos", type=int, default=12000, help="videos in the latent cache")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--weighting", choices=("layout", "min-snr"), default="layout",
                    help="loss weight per timestep (see loss_weights)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--freeze-text-encoder", action="store_true", help="keep the text encoder at its random init")
+    p.add_argument("--freeze-text-encoder", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the text encoder at its random init (default; --no-freeze-text-encoder trains it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", metavar="DIR", help="write the model in the diffusers layout and exit")
     p.add_argument("--init-from", metavar="DIR", help="start from exported weights (e.g. t2v_nb/toy/weights)")
@@ -456,15 +569,19 @@ def main(argv=None) -> None:
         init_from(args.workdir, args.init_from)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    train_vae(args.workdir, args.vae_minutes, seed=args.seed)
-    if _stop:
+    train_vae(args.workdir, args.vae_steps, seed=args.seed)
+    if not _stop:
+        tune_decoder(args.workdir, args.decoder_steps, noise=args.decoder_noise, seed=args.seed)
+    unet_path = os.path.join(args.workdir, "unet.pt")
+    if _stop or (os.path.exists(unet_path) and
+                 torch.load(unet_path, weights_only=False)["state"]["step"] >= args.unet_steps):
         return
     encode_dataset(args.workdir, args.num_videos, seed=args.seed)
     if _stop:
         return
-    train_unet(args.workdir, args.unet_minutes, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+    train_unet(args.workdir, args.unet_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                weighting=args.weighting, freeze_text_encoder=args.freeze_text_encoder, kind=args.unet,
-               warm_start_from=args.warm_start)
+               warm_start_from=args.warm_start, eval_every=args.eval_every)
 
 
 if __name__ == "__main__":
