@@ -52,7 +52,7 @@ lab: venv
 # left out (it takes ~290 s of the ~400 s here; the toy loading and matching diffusers' pipeline stay in).
 VENVLOW := .venv-lowest
 LOWEST_TESTS ?= tests/test_models.py tests/test_toy_model.py tests/test_pipeline.py tests/test_reference.py \
-	tests/test_inputs.py tests/test_video.py tests/test_viz.py \
+	tests/test_inputs.py tests/test_video.py tests/test_viz.py tests/test_families.py \
 	--deselect tests/test_toy_model.py::test_meets_the_accuracy_targets_on_a_fixed_sample
 $(VENVLOW)/.installed: pyproject.toml .ci/floors.py
 	$(PYTHON) -m venv $(VENVLOW)
