@@ -46,6 +46,6 @@ def reference(parts: dict):
 
 
 def reference_frames(parts: dict, prompt: str, seed: int, guidance_scale: float, **kw):
-    out = reference(parts)(prompt, guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed),
-                           output_type="np", **kw)
-    return out.frames[0]  # [F, H, W, 3]
+    from tiny_modelscope import pipeline_frames
+
+    return pipeline_frames(reference(parts), prompt, seed, guidance_scale, **kw)

@@ -33,7 +33,12 @@ def reference(parts: dict):
     return pipe
 
 
-def reference_frames(parts: dict, prompt: str, seed: int, guidance_scale: float, **kw):
-    out = reference(parts)(prompt, guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed),
-                           output_type="np", **kw)
+def pipeline_frames(pipeline, prompt: str, seed: int, guidance_scale: float, **kw):
+    """One video from a diffusers video pipeline, seeded as t2v_nb seeds: float32 [F, H, W, 3]."""
+    out = pipeline(prompt, guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed),
+                   output_type="np", **kw)
     return out.frames[0]  # [F, H, W, 3]
+
+
+def reference_frames(parts: dict, prompt: str, seed: int, guidance_scale: float, **kw):
+    return pipeline_frames(reference(parts), prompt, seed, guidance_scale, **kw)
