@@ -95,13 +95,23 @@ def _clip_crops(videos: np.ndarray, rng: np.random.Generator, size: int = 32) ->
     return out
 
 
-def _vae_loss(vae, x: torch.Tensor) -> torch.Tensor:
-    """Reconstruction loss of clips [B, 3, F, h, w] in [-1, 1]; colour (8x8 block means) weighted up."""
+def _vae_loss(vae, x: torch.Tensor, colour: torch.nn.Linear | None = None) -> torch.Tensor:
+    """Reconstruction loss of clips [B, 3, F, h, w] in [-1, 1]; colour (8x8 block means) weighted up.
+
+    With `colour` (a Linear from the latent channels to RGB, trained with the VAE), also the error of a
+    linear read-out of each latent pixel's colour: it makes the latents linearly colour-decodable, as
+    Stable Diffusion's happen to be, so a linear preview shows the shapes in their colours."""
     post = vae.encode(x).latent_dist
-    rec = vae.decode(post.mode()).sample  # [B, 3, F, h, w]
+    z = post.mode()  # [B, C, F, h/8, w/8]: no temporal compression
+    rec = vae.decode(z).sample  # [B, 3, F, h, w]
     flat = lambda v: v.transpose(1, 2).flatten(0, 1)  # [B*F, 3, h, w]
-    low = F.mse_loss(F.avg_pool2d(flat(rec), 8), F.avg_pool2d(flat(x), 8))
-    return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 10 * low + 1e-6 * post.kl().mean()
+    target = F.avg_pool2d(flat(x), 8)  # [B*F, 3, h/8, w/8]
+    low = F.mse_loss(F.avg_pool2d(flat(rec), 8), target)
+    loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 10 * low + 1e-6 * post.kl().mean()
+    if colour is not None:
+        linear_rgb = colour(flat(z).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # [B*F, 3, h/8, w/8]
+        loss = loss + 10 * F.mse_loss(linear_rgb, target)
+    return loss
 
 
 def _to_clips(videos: np.ndarray) -> torch.Tensor:
@@ -127,13 +137,24 @@ def vae_psnr(vae, clips: torch.Tensor) -> float:
 def train_vae(workdir: str, minutes: float, batch: int = 12, lr: float = 1e-3, seed: int = 0) -> None:
     path = os.path.join(workdir, "vae.pt")
     vae = fc.build_vae(seed)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    state = {"step": 0, "seconds": 0.0, "done": False}
-    if os.path.exists(path):
-        ckpt = torch.load(path, weights_only=False)
+    # The linear colour read-out (see _vae_loss). Runs started before it existed carry on without it.
+    colour = torch.nn.Linear(vae.config.z_dim, 3)
+    state = {"step": 0, "seconds": 0.0, "done": False, "colour": True}
+    ckpt = torch.load(path, weights_only=False) if os.path.exists(path) else None
+    if ckpt is not None:
+        state = ckpt["state"]
+        if "colour" in ckpt:
+            colour.load_state_dict(ckpt["colour"])
+    with_colour = state.get("colour", False)
+    params = list(vae.parameters()) + (list(colour.parameters()) if with_colour else [])
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    if ckpt is not None:
         vae.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
-        state = ckpt["state"]
+
+    def save() -> None:
+        _save({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state,
+               **({"colour": colour.state_dict()} if with_colour else {})}, path)
     cached = os.path.exists(os.path.join(workdir, "latents.pt"))
     if state["done"] and (cached or state["seconds"] >= minutes * 60):
         return  # a larger --vae-minutes carries a finished VAE on, but only before the latent cache exists
@@ -148,7 +169,7 @@ def train_vae(workdir: str, minutes: float, batch: int = 12, lr: float = 1e-3, s
         x = _to_clips(videos if whole else _clip_crops(videos, rng))
         for g in opt.param_groups:
             g["lr"] = lr if state["seconds"] < minutes * 40 else lr * 0.3
-        loss = _vae_loss(vae, x)
+        loss = _vae_loss(vae, x, colour if with_colour else None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -160,12 +181,12 @@ def train_vae(workdir: str, minutes: float, batch: int = 12, lr: float = 1e-3, s
                  minutes=state["seconds"] / 60, **({"psnr": vae_psnr(vae, val)} if state["step"] % 500 == 0 else {}))
             running = []
         if time.time() - last_ckpt > 180:
-            _save({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state}, path)
+            save()
             last_ckpt = time.time()
     if not _stop:
         state["done"] = True
         _log(workdir, stage="vae", step=state["step"], psnr=vae_psnr(vae, val), done=True)
-    _save({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state}, path)
+    save()
 
 
 def load_vae(workdir: str):
@@ -492,11 +513,11 @@ def benchmark(model_dir: str, repeats: int = 5) -> float:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="runs/flow")
-    p.add_argument("--vae-minutes", type=float, default=25)
+    p.add_argument("--vae-minutes", type=float, default=30)
     p.add_argument("--vae-batch", type=int, default=12, help="5-frame clips per VAE step")
     p.add_argument("--transformer-minutes", type=float, default=600,
                    help="total transformer training time, across resumptions")
-    p.add_argument("--num-videos", type=int, default=6000, help="videos in the latent cache")
+    p.add_argument("--num-videos", type=int, default=4000, help="videos in the latent cache")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--eval-minutes", type=float, default=30, help="training minutes between accuracy points")
