@@ -49,6 +49,12 @@ PRESETS: dict[str, Preset] = {
         source="bundled:toy/weights", revision=None, variant=None, height=64, width=64, num_frames=8,
         num_inference_steps=20, guidance_scale=7.5, scheduler="dpm++", fps=8.0,
         notes="Trained by t2v_nb's own script on moving shapes; CPU, offline. Same classes as ModelScope (UNet3DConditionModel)."),
+    "toy-shapes-flow": Preset(
+        source="bundled:toy/weights_flow", revision=None, variant=None, height=64, width=64, num_frames=8,
+        num_inference_steps=20, guidance_scale=5.0, scheduler="euler", fps=8.0,
+        notes="The same moving-shapes task with Wan 2.1's classes (WanTransformer3DModel, AutoencoderKLWan with no "
+              "temporal compression, UMT5 encoder reading 16 tokens), trained with flow matching by t2v_nb's own "
+              "script; CPU, offline. Loads with diffusers' WanPipeline too."),
     "modelscope-1.7b": Preset(
         source="ali-vilab/text-to-video-ms-1.7b", revision="8227dddca75a8561bf858d604cc5dae52b954d01", variant="fp16", height=256, width=256,
         num_frames=16, num_inference_steps=25, guidance_scale=9.0, scheduler="dpm++", fps=8.0,
@@ -93,9 +99,14 @@ PRESETS: dict[str, Preset] = {
 _NEEDED = ("tokenizer", "text_encoder", "vae", "scheduler")  # every family has these slots
 
 
-def toy_model_dir() -> str:
-    """Where the bundled toy-shapes model lives inside the installed package."""
-    return os.path.join(os.path.dirname(__file__), "toy", "weights")
+def toy_model_dir(name: str = "toy-shapes") -> str:
+    """Where a bundled toy model (the preset `name`: "toy-shapes" or "toy-shapes-flow") lives inside the
+    installed package."""
+    preset = PRESETS.get(name)
+    if preset is None or not preset.source.startswith("bundled:"):
+        bundled = [k for k, p in PRESETS.items() if p.source.startswith("bundled:")]
+        raise ValueError(f"{name!r} is not a bundled model; bundled: {', '.join(bundled)}.")
+    return os.path.join(os.path.dirname(__file__), *preset.source.split(":", 1)[1].split("/"))
 
 
 def choose_device(device=None) -> torch.device:
@@ -152,7 +163,7 @@ def _resolve(source: str) -> tuple[str, Preset | None]:
     if source in PRESETS:
         preset = PRESETS[source]
         if preset.source.startswith("bundled:"):
-            return toy_model_dir(), preset
+            return toy_model_dir(source), preset
         return preset.source, preset
     if os.path.isdir(source):
         if not os.path.isfile(os.path.join(source, "model_index.json")):
@@ -372,11 +383,11 @@ def _defaults(index: dict, preset: Preset | None, scheduler: str | None, base_sc
     """(defaults, scheduler): a model directory may carry its own defaults (the toy models do); a preset's win."""
     from .schedulers import make_scheduler
 
-    defaults = dict(index.get("t2v_nb_defaults", {}))
+    defaults = dict(index.get("t2v_nb_defaults", {}))  # may also hold max_sequence_length (Wan's text length)
     name = scheduler or defaults.pop("scheduler", None)
     if preset is not None:
-        defaults = {k: getattr(preset, k) for k in ("height", "width", "num_frames", "num_inference_steps",
-                                                     "guidance_scale", "fps")}
+        defaults.update({k: getattr(preset, k) for k in ("height", "width", "num_frames", "num_inference_steps",
+                                                         "guidance_scale", "fps")})
         name = scheduler or preset.scheduler
         if preset.scheduler_config:
             base_scheduler = type(base_scheduler).from_config({**base_scheduler.config, **dict(preset.scheduler_config)})

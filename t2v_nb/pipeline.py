@@ -330,6 +330,13 @@ class StepwisePipeline:
     # ------------------------------------------------------------------ stage 3: decode
 
     @torch.no_grad()
+    @torch.no_grad()
+    def encode_video(self, video) -> torch.Tensor:
+        """VAE-encode a video [F, H, W, 3] or [B, F, H, W, 3] in [0, 1] to the loop's latents [B, C, F', h, w]:
+        the space `run.latents` and `step.pred_x0` live in, so `decode_latents` turns them back into frames.
+        The frame count and size must be ones this model can make (`check_inputs`' rules)."""
+        return self.family.encode_video(video)
+
     def decode_latents(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
         """VAE-decode [B, C, F', h, w] latents to float32 [B, F, H, W, 3] in [0, 1] (see the family's `decode`)."""
         return self.family.decode(latents, frames, chunk_size)

@@ -22,7 +22,8 @@ import difflib
 
 import torch
 
-__all__ = ["SCHEDULERS", "FLOW_SCHEDULERS", "make_scheduler", "scheduler_name", "prediction_type", "pred_x0", "step",
+__all__ = ["SCHEDULERS", "FLOW_SCHEDULERS", "make_scheduler", "scheduler_name", "prediction_type", "pred_x0",
+           "noise_to_step", "step",
            "step_parameters", "save_state", "restore_state"]
 
 # Short name -> (diffusers class name, extra config).
@@ -45,7 +46,10 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
 # On a flow-matching model (a base scheduler with prediction_type "flow_prediction", or FlowMatch*), the same
 # short names give the flow-matching form of the sampler, with the base's shift of the sigma schedule.
 FLOW_SCHEDULERS: dict[str, tuple[str, dict]] = {
-    "euler": ("FlowMatchEulerDiscreteScheduler", {}),
+    "euler": ("FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": False}),
+    # Ancestral: each step jumps to the predicted x0 and draws fresh noise for the next sigma
+    # (x_next = (1 - sigma_next) x0 + sigma_next eps), so the seed matters at every step.
+    "euler-a": ("FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": True}),
     "unipc": ("UniPCMultistepScheduler", {}),
     "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
 }
@@ -191,6 +195,31 @@ def pred_x0(scheduler, output, sample: torch.Tensor, model_output: torch.Tensor,
         else:
             raise ValueError(f"Unsupported prediction_type {kind!r}.")
     return x0.to(sample.dtype)
+
+
+def noise_to_step(scheduler, x0: torch.Tensor, noise: torch.Tensor, step_index: int) -> torch.Tensor:
+    """Clean latents `x0` noised to the level of step `step_index` of `scheduler` (after `set_timesteps`):
+    the x_t that step expects, by the same formulas as `pred_x0` (flow: (1 - sigma) x0 + sigma eps; Euler
+    family: x0 + sigma eps; otherwise sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps). For starting a run
+    part-way from a given video (see notebook 06)."""
+    n = len(scheduler.timesteps)
+    if not 0 <= step_index < n:
+        raise ValueError(f"step_index must be in [0, {n}) for this scheduler's {n} steps, got {step_index}.")
+    x, eps = x0.float(), noise.float().to(x0.device)
+    sigmas = getattr(scheduler, "sigmas", None)
+    if prediction_type(scheduler) == "flow":
+        sigma = sigmas[step_index].to(x.device, torch.float32)
+        out = (1 - sigma) * x + sigma * eps
+    elif _is_sigma_scaled(scheduler):
+        out = x + sigmas[step_index].to(x.device, torch.float32) * eps
+    else:
+        if sigmas is not None and hasattr(scheduler, "_sigma_to_alpha_sigma_t") and step_index < len(sigmas):
+            a, s = scheduler._sigma_to_alpha_sigma_t(sigmas[step_index].to(torch.float32))
+        else:
+            alpha_bar = scheduler.alphas_cumprod[int(scheduler.timesteps[step_index])].to(torch.float32)
+            a, s = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
+        out = a.to(x.device) * x + s.to(x.device) * eps
+    return out.to(x0.dtype)
 
 
 def save_state(scheduler) -> dict:

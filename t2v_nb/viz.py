@@ -129,6 +129,21 @@ def _alphas_cumprod(scheduler: Any) -> np.ndarray:
     return ac
 
 
+def _schedule(scheduler: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """(t, signal scale, noise scale, flow) on the training timesteps: √ᾱ_t and √(1-ᾱ_t) for a diffusion
+    schedule; 1 - σ and σ with σ = t / T for a flow-matching scheduler (x_t = (1 - σ) x_0 + σ noise,
+    timestep t = T σ)."""
+    from .schedulers import prediction_type
+
+    if hasattr(scheduler, "config") and prediction_type(scheduler) == "flow":
+        T = int(scheduler.config.num_train_timesteps)
+        t_all = np.arange(T + 1, dtype=np.float64)
+        sigma = t_all / T
+        return t_all, 1 - sigma, sigma, True
+    ac = _alphas_cumprod(scheduler)  # [T]
+    return np.arange(len(ac), dtype=np.float64), np.sqrt(ac), np.sqrt(1 - ac), False
+
+
 def _per_step(trace: Any, name: str) -> np.ndarray:
     """trace[name] as numpy [S, ...]; `trace` may be a Trace, a dict or a Run."""
     trace = getattr(trace, "trace", trace)
@@ -324,20 +339,19 @@ def prompt_similarity(embeddings_list: Sequence[Any], prompts: Sequence[str], po
 def noise_schedule(scheduler: Any, timesteps: Any = None) -> Figure:
     """The signal and noise in x_t = √ᾱ_t·x_0 + √(1-ᾱ_t)·noise, and their ratio, at each training timestep.
 
-    `scheduler` is a diffusers scheduler (or its `alphas_cumprod` array, ᾱ). The `timesteps` a
+    `scheduler` is a diffusers scheduler (or its `alphas_cumprod` array, ᾱ). For a flow-matching scheduler
+    (Wan, toy-shapes-flow) the mix is x_t = (1-σ)·x_0 + σ·noise with σ = t / T. The `timesteps` a
     run visits are marked with dots and vertical lines.
 
     Example: `noise_schedule(run.scheduler, run.timesteps)`
     """
-    ac = _alphas_cumprod(scheduler)  # [T]
-    t_all = np.arange(len(ac))
-    signal, noise = np.sqrt(ac), np.sqrt(1 - ac)
-    snr = ac / np.maximum(1 - ac, 1e-20)
+    t_all, signal, noise, flow = _schedule(scheduler)
+    snr = signal**2 / np.maximum(noise**2, 1e-20)
     fig = _Figure(figsize=(7.5, 6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
-    top.plot(t_all, signal, label="signal scale √ᾱ_t")
-    top.plot(t_all, noise, label="noise scale √(1-ᾱ_t)")
-    bottom.semilogy(t_all, snr, color="tab:green", label="SNR = ᾱ_t / (1-ᾱ_t)")
+    top.plot(t_all, signal, label="signal scale 1-σ" if flow else "signal scale √ᾱ_t")
+    top.plot(t_all, noise, label="noise scale σ = t / T" if flow else "noise scale √(1-ᾱ_t)")
+    bottom.semilogy(t_all, snr, color="tab:green", label="SNR = (1-σ)² / σ²" if flow else "SNR = ᾱ_t / (1-ᾱ_t)")
     if timesteps is not None:
         ts = _np(timesteps).astype(np.float64).reshape(-1)
         for ax in (top, bottom):
@@ -351,24 +365,30 @@ def noise_schedule(scheduler: Any, timesteps: Any = None) -> Figure:
     top.set_title("How much of x_t is signal and how much is noise")
     top.legend(fontsize=8)
     bottom.set_ylabel("signal-to-noise ratio (log scale)")
-    bottom.set_xlabel(f"timestep t (0 = clean image, {len(ac) - 1} = almost pure noise)")
+    end = "pure noise" if flow or noise[-1] > 1 - 1e-9 else "almost pure noise"
+    bottom.set_xlabel(f"timestep t (0 = clean image, {t_all[-1]:.0f} = {end})")
     bottom.legend(fontsize=8)
     return fig
 
 
 def schedule_table_html(scheduler: Any, timesteps: Any) -> str:
-    """An HTML table with one row per denoising step: timestep t, ᾱ_t, signal and noise scales, SNR.
+    """An HTML table with one row per denoising step: timestep t, ᾱ_t (or σ for flow matching), signal and
+    noise scales, SNR.
 
     Example: `IPython.display.HTML(schedule_table_html(run.scheduler, run.timesteps))`
     """
-    ac = _alphas_cumprod(scheduler)
+    t_all, signal, noise, flow = _schedule(scheduler)
     ts = _np(timesteps).astype(np.float64).reshape(-1)
     rows = []
+    sigmas = _np(getattr(scheduler, "sigmas", [])).astype(np.float64).reshape(-1) if flow else np.zeros(0)
     for i, t in enumerate(ts):
-        a = float(np.interp(t, np.arange(len(ac)), ac))
-        rows.append([str(i), f"{t:g}", f"{a:.4f}", f"{math.sqrt(a):.4f}", f"{math.sqrt(1 - a):.4f}",
-                     f"{a / max(1 - a, 1e-20):.3g}"])
-    return _html_table(["step", "timestep t", "ᾱ_t", "signal √ᾱ_t", "noise √(1-ᾱ_t)", "SNR"], rows)
+        a, s = float(np.interp(t, t_all, signal)), float(np.interp(t, t_all, noise))
+        if i < len(sigmas) and len(sigmas) >= len(ts):  # the scheduler's own σ (integer timesteps round it)
+            a, s = 1 - float(sigmas[i]), float(sigmas[i])
+        level = s if flow else a * a
+        rows.append([str(i), f"{t:g}", f"{level:.4f}", f"{a:.4f}", f"{s:.4f}", f"{a * a / max(s * s, 1e-20):.3g}"])
+    head = ["σ", "signal 1-σ", "noise σ"] if flow else ["ᾱ_t", "signal √ᾱ_t", "noise √(1-ᾱ_t)"]
+    return _html_table(["step", "timestep t", *head, "SNR"], rows)
 
 
 def latent_stats(trace: Any, names: Sequence[str] = ("step.latents", "step.pred_x0")) -> Figure:

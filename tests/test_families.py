@@ -162,6 +162,19 @@ def test_an_image_only_model_is_refused_before_any_weights_load(tmp_path):
         t2v_nb.load(str(tmp_path), device="cpu")
 
 
+def test_encode_video_gives_the_loops_latents(fam, pipe):
+    run = pipe.start(PROMPT, seed=0, **fam.SMALL)
+    video = run.finish(progress=False).decode().frames  # [F, H, W, 3] in [0, 1]
+    z = pipe.encode_video(video)
+    assert z.shape == run.latents.shape and z.dtype == run.latents.dtype and torch.isfinite(z).all()
+    assert torch.equal(pipe.encode_video(video[None]), z)  # a batch of one is the same
+    assert pipe.decode_latents(z).shape == (1, *video.shape)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pipe.encode_video(video * 2 + 0.5)
+    with pytest.raises(ValueError, match="RGB"):
+        pipe.encode_video(video[..., :2])
+
+
 def test_check_inputs_is_keyword_only_and_draws_no_seed(fam, pipe):
     with pytest.raises(TypeError):
         pipe.check_inputs("a", "")  # positional arguments are refused

@@ -119,6 +119,19 @@ def test_lesson_claims_hold_on_the_toy(path, kernel_dir, tmp_path, monkeypatch):
     _execute(path, "toy-shapes", kernel_dir, tmp_path, monkeypatch)
 
 
+FLOW_TOY_NOTEBOOKS = [p for p in NOTEBOOKS if p.name[:3] in ("01_", "02_", "03_", "04_", "05_", "06_", "07_")]
+
+
+@pytest.mark.parametrize("path", FLOW_TOY_NOTEBOOKS, ids=[p.name for p in FLOW_TOY_NOTEBOOKS])
+def test_notebook_runs_on_the_flow_toy(path, kernel_dir, tmp_path, monkeypatch):
+    """The tutorials' MODEL switch accepts the diffusion-transformer toy: each runs top to bottom on it."""
+    from t2v_nb.models import toy_model_dir
+
+    if not os.path.isfile(os.path.join(toy_model_dir("toy-shapes-flow"), "model_index.json")):
+        pytest.skip(f"the toy-shapes-flow weights are not in {toy_model_dir('toy-shapes-flow')}")
+    _execute(path, "toy-shapes-flow", kernel_dir, tmp_path, monkeypatch)
+
+
 @pytest.mark.parametrize("path", LESSONS, ids=[p.name for p in LESSONS])
 def test_lesson_has_checks_exercises_recap_and_next(path):
     nb = nbformat.read(path, as_version=4)

@@ -228,3 +228,45 @@ def test_record_describes_the_run(pipe):
     assert r["prompt"] == "a red circle" and r["negative_prompt"] == "blue" and r["seed"] == 0
     assert r["num_inference_steps"] == 3 and r["scheduler"] == "ddim" and r["steps_done"] == 3
     assert r["versions"]["t2v_nb"] == t2v_nb.__version__ and r["versions"]["torch"]
+
+
+@pytest.mark.parametrize("name,base", [("ddim", "epsilon"), ("euler", "epsilon"), ("dpm++", "epsilon"),
+                                       ("euler", "flow"), ("euler-a", "flow"), ("unipc", "flow")])
+def test_noise_to_step_matches_the_schedulers_own_noising(name, base):
+    """noise_to_step agrees with diffusers' add_noise / scale_noise at the timestep of each step."""
+    import diffusers
+
+    from t2v_nb import schedulers
+
+    if base == "flow":
+        root = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
+    else:
+        root = diffusers.DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    sched = schedulers.make_scheduler(name, root)
+    sched.set_timesteps(10)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(1, 4, 2, 3, 3, generator=g), torch.randn(1, 4, 2, 3, 3, generator=g)
+    for i in (0, 4, 9):
+        t = sched.timesteps[i : i + 1]
+        if base == "flow" and hasattr(sched, "scale_noise"):
+            ref = sched.scale_noise(x0, t, noise)
+        elif base == "flow":  # UniPC in flow form: x_t = (1 - sigma) x0 + sigma eps at its own sigmas
+            sigma = sched.sigmas[i]
+            ref = (1 - sigma) * x0 + sigma * noise
+        else:
+            ref = sched.add_noise(x0, noise, t)
+        got = schedulers.noise_to_step(sched, x0, noise, i)
+        assert torch.allclose(got, ref, atol=1e-5), (name, i)
+    with pytest.raises(ValueError, match="step_index"):
+        schedulers.noise_to_step(sched, x0, noise, 10)
+
+
+def test_flow_euler_a_is_stochastic_and_named():
+    import diffusers
+
+    from t2v_nb import schedulers
+
+    root = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
+    a = schedulers.make_scheduler("euler-a", root)
+    assert a.config.stochastic_sampling and schedulers.scheduler_name(a) == "euler-a"
+    assert schedulers.scheduler_name(schedulers.make_scheduler("euler", a)) == "euler"

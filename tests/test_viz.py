@@ -270,3 +270,22 @@ def test_temporal_attention():
         viz.temporal_attention(np.zeros((4, 3)))
     with pytest.raises(ValueError, match="1 titles"):
         viz.temporal_attention([m, m], titles=["a"])
+
+
+@pytest.mark.parametrize("name", ["euler", "unipc"])
+def test_flow_schedule_plots_and_tabulates_sigma(name):
+    """For flow matching the schedule is x_t = (1 - σ) x_0 + σ noise, σ = t / T: the table's σ column is the
+    scheduler's own sigmas at the run's timesteps."""
+    import diffusers
+
+    from t2v_nb import schedulers
+
+    sched = schedulers.make_scheduler(name, diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0))
+    sched.set_timesteps(6)
+    html = viz.schedule_table_html(sched, sched.timesteps)
+    assert "σ" in html and "ᾱ" not in html
+    for sigma in sched.sigmas[:-1].tolist():
+        assert f"{sigma:.4f}" in html
+    fig = viz.noise_schedule(sched, sched.timesteps)
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
+    assert "noise scale σ = t / T" in labels

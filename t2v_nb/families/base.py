@@ -238,6 +238,30 @@ class Family:
         one picture per latent frame)."""
         return frame
 
+    def _pixels(self, video) -> torch.Tensor:
+        """A video [F, H, W, 3] or [B, F, H, W, 3] in [0, 1] (numpy or torch) -> float [B, F, H, W, 3], checked."""
+        x = torch.as_tensor(video)
+        if x.dim() == 4:
+            x = x[None]
+        if x.dim() != 5 or x.shape[-1] != 3:
+            raise ValueError(f"video must be [F, H, W, 3] or [B, F, H, W, 3] RGB, got shape {tuple(x.shape)}.")
+        x = x.float()
+        if x.numel() and (x.min() < 0 or x.max() > 1):
+            raise ValueError(f"video values must be in [0, 1], got [{x.min().item():.3g}, {x.max().item():.3g}].")
+        B, F, H, W, _ = x.shape
+        self.check_size(F, H, W)
+        return x
+
+    def encode_video(self, video) -> torch.Tensor:
+        """A video [F, H, W, 3] or [B, F, H, W, 3] in [0, 1] -> the loop's latents [B, C, F', h, w] (the VAE
+        posterior's mean, scaled as the denoiser sees them): what `decode` turns back into frames."""
+        vae = self.pipe.vae
+        x = self._pixels(video)
+        B, F = x.shape[:2]
+        pixels = x.flatten(0, 1).permute(0, 3, 1, 2).to(vae.device, vae.dtype) * 2 - 1  # [B*F, 3, H, W] in [-1, 1]
+        z = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor  # [B*F, C, h, w]
+        return z.unflatten(0, (B, F)).permute(0, 2, 1, 3, 4).to(self.latent_dtype())  # [B, C, F, h, w]
+
     def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
         """[B, C, F, h, w] latents -> float32 [B, F, H, W, 3] in [0, 1]: frame by frame with the 2-D VAE,
         `chunk_size` frames at a time (all at once by default; one at a time after a GPU out-of-memory error)."""

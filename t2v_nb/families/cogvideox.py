@@ -198,6 +198,13 @@ class CogVideoXFamily(Family):
 
     # ------------------------------------------------------------------ decoding
 
+    def encode_video(self, video) -> torch.Tensor:
+        """[F, H, W, 3] or [B, F, H, W, 3] in [0, 1], F = 4k + 1 -> latents [B, C, F', h, w] (the posterior's
+        mean times `scaling_factor`), as CogVideoX's video-to-video pipeline prepares them."""
+        vae = self.pipe.vae
+        pixels = self._pixels(video).permute(0, 4, 1, 2, 3).to(vae.device, vae.dtype) * 2 - 1  # [B, 3, F, H, W]
+        return (vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor).to(self.latent_dtype())
+
     def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
         """[B, C, F', h, w] -> float32 [B, F, H, W, 3] in [0, 1], F = 4(F' - 1) + 1. The causal 3-D VAE decodes
         the whole clip (it carries state from frame to frame; internally 2 latent frames at a time); `frames`

@@ -157,7 +157,13 @@ class WanFamily(Family):
 
     @property
     def text_length(self) -> int:
-        return MAX_SEQUENCE_LENGTH
+        """512 (WanPipeline's `max_sequence_length`), or the model's own `max_sequence_length` from its
+        defaults (`model_index.json`'s "t2v_nb_defaults": toy-shapes-flow was trained with 16). The length
+        is part of the model: the zero rows after the prompt all reach cross-attention."""
+        n = self.pipe.defaults.get("max_sequence_length", MAX_SEQUENCE_LENGTH)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"max_sequence_length must be a positive int, got {n!r}.")
+        return n
 
     def clean_prompt(self, text: str) -> str:
         from diffusers.pipelines.wan.pipeline_wan import prompt_clean
@@ -200,6 +206,22 @@ class WanFamily(Family):
     def latent_index(self, frame: int) -> int:
         """The latent frame that video frame `frame` comes from (frame 0 -> 0, frames 1-4 -> 1, ...)."""
         return 0 if frame == 0 else (frame - 1) // self.temporal_factor + 1
+
+    def encode_video(self, video) -> torch.Tensor:
+        """[F, H, W, 3] or [B, F, H, W, 3] in [0, 1] -> normalized latents [B, C, F', h, w] ((z - latents_mean) /
+        latents_std, the posterior's mean). The encoder reads frame 0, then 4 frames at a time, and drops a
+        partial last chunk; it is causal, so the clip is padded to 4k + 1 frames with its last frame and
+        only the latent frames of the real frames are kept."""
+        vae = self.pipe.vae
+        x = self._pixels(video)
+        F = x.shape[1]
+        pixels = x.permute(0, 4, 1, 2, 3).to(vae.device, vae.dtype) * 2 - 1  # [B, 3, F, H, W] in [-1, 1]
+        extra = (1 - F) % 4
+        pixels = torch.cat([pixels, pixels[:, :, -1:].expand(-1, -1, extra, -1, -1)], dim=2)
+        z = vae.encode(pixels).latent_dist.mean[:, :, : self.latent_frames(F)].float()  # [B, C, F', h, w]
+        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(z)
+        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(z)
+        return (z - mean) / std
 
     def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
         """[B, 16, F', h, w] normalized latents -> float32 [B, F, H, W, 3] in [0, 1], F = 4 (F' - 1) + 1.
