@@ -4,7 +4,9 @@
 
 For each prompt it writes `<name>.mp4`, `<name>.mp4.json` (the run record: prompt, seed, every parameter,
 library versions), and `<name>_pred_x0.png` (the model's guess of the clean video at every step, one
-row per step, one column per frame). Runs offline on a CPU with the bundled toy-shapes model.
+row per step, one column per frame). Runs offline on a CPU with the bundled toy-shapes model, then makes
+one more video of the first prompt with the bundled diffusion-transformer toy, toy-shapes-flow
+(`flow_<name>.*`), for comparison.
 """
 
 from __future__ import annotations
@@ -34,40 +36,53 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt", action="append", help="a prompt (repeatable); default: four toy prompts")
     p.add_argument("--guidance-scale", type=float, help="instead of the model's default")
+    p.add_argument("--flow-model", default="toy-shapes-flow",
+                   help="also make the first prompt with this model, as flow_<name>.* (\"\" for none)")
     p.add_argument("--overwrite", action="store_true", help="replace files from an earlier demo")
     args = p.parse_args(argv)
 
-    import torch
-
     import t2v_nb
-    from t2v_nb import viz
 
     os.makedirs(args.out, exist_ok=True)
-    t0 = time.time()
-    pipe = t2v_nb.load(args.model)
-    print(f"loaded {pipe} in {time.time() - t0:.1f} s")
-    for prompt in args.prompt or PROMPTS:
+    prompts = args.prompt or PROMPTS
+    jobs = [(args.model, prompts, "")]
+    if args.flow_model:
+        jobs.append((args.flow_model, prompts[:1], "flow_"))
+    for model, model_prompts, prefix in jobs:
         t0 = time.time()
-        run = pipe.start(prompt, seed=args.seed, **({} if args.guidance_scale is None else
-                                                    {"guidance_scale": args.guidance_scale}))
-        run.finish(progress=False)
-        video = run.decode()
-        seconds = time.time() - t0
-        name = os.path.join(args.out, _slug(prompt))
-        video.save(name + ".mp4", overwrite=args.overwrite)
-        # The predicted clean latents of every step, decoded by the VAE: how the guess sharpens.
-        x0 = run.trace["step.pred_x0"]  # [S, B, C, F, h, w]
-        with torch.no_grad():
-            images = torch.cat([pipe.decode_latents(x0[s].to(pipe.device)) for s in range(len(x0))])  # [S, F, H, W, 3]
-        labels = [f"step {i}\nt={int(t)}" for i, t in enumerate(run.timesteps)]
-        fig = viz.steps_frames_grid(images, step_labels=labels, title=f"predicted clean video at each step: {prompt!r}")
-        png = name + "_pred_x0.png"
-        if os.path.exists(png) and not args.overwrite:
-            raise FileExistsError(f"{png} exists; pass --overwrite to replace it.")
-        fig.savefig(png, dpi=80)
-        print(f"{prompt!r}: {run.num_steps} steps in {seconds:.2f} s -> {name}.mp4, {name}.mp4.json, {png}")
+        pipe = t2v_nb.load(model)
+        print(f"loaded {pipe} in {time.time() - t0:.1f} s")
+        for prompt in model_prompts:
+            _make(pipe, prompt, os.path.join(args.out, prefix + _slug(prompt)), args)
     print(f"done: open the files in {os.path.abspath(args.out)}")
     return 0
+
+
+def _make(pipe, prompt: str, name: str, args) -> None:
+    """One video of `prompt` with its record and its predicted-x0 picture, written as `name`.*"""
+    import torch
+
+    from t2v_nb import viz
+
+    t0 = time.time()
+    run = pipe.start(prompt, seed=args.seed, **({} if args.guidance_scale is None else
+                                                {"guidance_scale": args.guidance_scale}))
+    run.finish(progress=False)
+    video = run.decode()
+    seconds = time.time() - t0
+    png = name + "_pred_x0.png"
+    if os.path.exists(png) and not args.overwrite:
+        raise FileExistsError(f"{png} exists; pass --overwrite to replace it.")
+    video.save(name + ".mp4", overwrite=args.overwrite)
+    # The predicted clean latents of every step, decoded by the VAE: how the guess sharpens.
+    x0 = run.trace["step.pred_x0"]  # [S, B, C, F', h, w]
+    with torch.no_grad():
+        images = torch.cat([pipe.decode_latents(x0[s].to(pipe.device)) for s in range(len(x0))])  # [S, F, H, W, 3]
+    labels = [f"step {i}\nt={int(t)}" for i, t in enumerate(run.timesteps)]
+    model = pipe.source.get("preset") or pipe.source.get("source")
+    fig = viz.steps_frames_grid(images, step_labels=labels, title=f"{model}: predicted clean video at each step: {prompt!r}")
+    fig.savefig(png, dpi=80)
+    print(f"{model} {prompt!r}: {run.num_steps} steps in {seconds:.2f} s -> {name}.mp4, {name}.mp4.json, {png}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import numpy as np
 
 from . import viz
 from .preview import StepDecoder
-from .schedulers import SCHEDULERS, scheduler_name
+from .schedulers import FLOW_SCHEDULERS, SCHEDULERS, scheduler_name
 
 __all__ = ["Studio", "VIEWS"]
 
@@ -98,8 +98,9 @@ class Studio:
         self.size = W.Dropdown(options=sizes, value=sizes[0][1], description="size", style=style,
                                layout=W.Layout(width="190px"))
         own = scheduler_name(pipe.scheduler)
-        names = [(n, n) for n in SCHEDULERS] + ([] if own in SCHEDULERS else [(f"the model's ({own})", None)])
-        chosen = scheduler or (own if own in SCHEDULERS else None)  # None: the pipe's own scheduler
+        table = FLOW_SCHEDULERS if pipe.prediction_type == "flow" else SCHEDULERS  # the samplers this model can use
+        names = [(n, n) for n in table] + ([] if own in table else [(f"the model's ({own})", None)])
+        chosen = scheduler or (own if own in table else None)  # None: the pipe's own scheduler
         self.scheduler = W.Dropdown(options=names, index=[v for _, v in names].index(chosen), description="scheduler",
                                     style=style, layout=W.Layout(width="230px"))
         self.capture_attention = W.Checkbox(capture_attention, description="capture attention", indent=False,

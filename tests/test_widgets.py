@@ -303,3 +303,25 @@ def test_the_studio_runs_a_diffusion_transformer_with_attention(family):
     studio.word.value = studio.word.options[0][1]
     studio._redraw()
     assert studio.error is None and studio.word_image.value
+
+
+def test_the_studio_runs_the_flow_toy_to_the_end_with_no_notes():
+    """The bundled diffusion-transformer toy in the studio: its defaults, its 16 text positions as words, its
+    linear preview, attention, and no library warning shown as a note."""
+    import os
+
+    import t2v_nb
+    from t2v_nb.models import toy_model_dir
+
+    if not os.path.isfile(os.path.join(toy_model_dir("toy-shapes-flow"), "model_index.json")):
+        pytest.skip("the toy-shapes-flow weights are missing")
+    pipe = t2v_nb.load("toy-shapes-flow", device="cpu")
+    studio = Studio(pipe, "a red circle moving right", capture_attention=True)
+    assert studio.num_inference_steps.value == 20 and studio.scheduler.value == "euler"
+    assert [v for _, v in studio.scheduler.options] == ["euler", "euler-a", "unipc", "dpm++"]  # flow samplers only
+    run_to_end(studio)
+    assert studio.frame_slider.max == 7 and all(studio.frames(view).shape[0] == 8 for view in VIEWS)
+    words = [label for label, _ in studio.word.options]
+    assert any("circle" in w for w in words) and not any("\u2581" in w for w in words), words
+    assert png(studio.preview).startswith(b"\x89PNG")
+    assert studio.notes == [] and studio.message.value == "", studio.notes
