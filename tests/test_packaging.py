@@ -77,3 +77,15 @@ def test_make_lab_and_the_lowest_job_are_wired_up():
     assert re.search(r"^test-lowest:", makefile, re.M) and ".ci/floors.py" in makefile
     assert "make test-lowest" in (ROOT / ".ci" / "run").read_text()
     assert "make lab" in (ROOT / "README.md").read_text()
+
+
+def test_every_bundled_model_file_is_package_data():
+    """An installed (non-editable) t2v_nb has all of both toys' files: each matches a package-data pattern."""
+    import fnmatch
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["t2v_nb"]
+    package = ROOT / "t2v_nb"
+    files = [p.relative_to(package).as_posix() for d in ("toy/weights", "toy/weights_flow")
+             for p in (package / d).rglob("*") if p.is_file()]
+    missing = [f for f in files if not any(fnmatch.fnmatch(f, pat) and f.count("/") == pat.count("/") for pat in patterns)]
+    assert files and not missing, missing
