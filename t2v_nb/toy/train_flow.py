@@ -513,7 +513,7 @@ def benchmark(model_dir: str, repeats: int = 5) -> float:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="runs/flow")
-    p.add_argument("--vae-minutes", type=float, default=30)
+    p.add_argument("--vae-minutes", type=float, default=60)
     p.add_argument("--vae-batch", type=int, default=12, help="5-frame clips per VAE step")
     p.add_argument("--transformer-minutes", type=float, default=600,
                    help="total transformer training time, across resumptions")
