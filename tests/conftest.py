@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -99,3 +101,53 @@ def save_model_dir(path, unet_kind: str = "motion", safe: bool = True, defaults:
         torch.manual_seed(0)
         fit_linear_preview(parts["vae"], torch.randn(2, 4, 4, 8, 8), "test").save(str(path / "preview.json"))
     return path
+
+
+# ---------------------------------------------------------------- the bundled toys' previews
+
+
+def hue_sat(rgb: np.ndarray) -> tuple[float, float]:
+    """Hue in degrees and HSV saturation of one RGB colour in [0, 1]."""
+    import colorsys
+
+    h, s, _ = colorsys.rgb_to_hsv(*np.clip(rgb, 0.0, 1.0))
+    return 360.0 * h, s
+
+
+def preview_colours(pipe, clip, seed: int) -> dict:
+    """The linear preview's colour and the decoded frames' colour where the shape is, for one generated video.
+
+    "Where the shape is": the latent pixels whose 8x8 block of the decoded frame differs most from the
+    frame's background (at least 60% of the frame's largest difference)."""
+    from t2v_nb.toy import data
+
+    run = pipe.start(data.caption(clip), seed=seed, record=None).finish(progress=False)
+    frames = run.decode().frames  # [F, 64, 64, 3]
+    approx = pipe.preview(run.latents)[0]  # [F, 8, 8, 3]
+    pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(frames).permute(0, 3, 1, 2), 8)
+    pooled = pooled.permute(0, 2, 3, 1).numpy()  # [F, 8, 8, 3]
+    background = np.median(pooled.reshape(len(pooled), -1, 3), axis=1)  # [F, 3]
+    contrast = np.linalg.norm(pooled - background[:, None, None], axis=-1)  # [F, 8, 8]
+    shape = contrast >= 0.6 * contrast.max(axis=(1, 2), keepdims=True)
+    return {"preview": approx[shape].mean(axis=0), "decoded": pooled[shape].mean(axis=0)}
+
+
+def preview_colour_errors(pipe) -> list[str]:
+    """Issue 13's colour-true preview check, for each colour on a circle (seed 0) and a square (seed 1): the
+    preview's hue within 30 degrees of the decoded frames' and saturation >= 0.35 on the shape; white stays
+    white (low saturation, bright). Returns what fails, one line each."""
+    from t2v_nb.toy import data
+
+    wrong = []
+    for color in data.COLORS:
+        for shape, seed in (("circle", 0), ("square", 1)):
+            c = preview_colours(pipe, data.Clip(color, shape, "right"), seed)
+            (hp, sp), (hd, _) = hue_sat(c["preview"]), hue_sat(c["decoded"])
+            if color == "white":
+                ok = sp < 0.25 and c["preview"].min() > 0.5
+            else:
+                ok = min(abs(hp - hd), 360 - abs(hp - hd)) <= 30 and sp >= 0.35
+            if not ok:
+                wrong.append(f"{color} {shape}: preview {c['preview'].round(2)} (hue {hp:.0f}, sat {sp:.2f}) vs "
+                             f"decoded {c['decoded'].round(2)} (hue {hd:.0f})")
+    return wrong
