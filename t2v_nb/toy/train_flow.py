@@ -515,12 +515,12 @@ def main(argv=None) -> None:
     p.add_argument("--workdir", default="runs/flow")
     p.add_argument("--vae-minutes", type=float, default=60)
     p.add_argument("--vae-batch", type=int, default=12, help="5-frame clips per VAE step")
-    p.add_argument("--transformer-minutes", type=float, default=600,
+    p.add_argument("--transformer-minutes", type=float, default=120,
                    help="total transformer training time, across resumptions")
     p.add_argument("--num-videos", type=int, default=4000, help="videos in the latent cache")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--eval-minutes", type=float, default=30, help="training minutes between accuracy points")
+    p.add_argument("--eval-minutes", type=float, default=8, help="training minutes between accuracy points")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", metavar="DIR", help="write the model in WanPipeline's diffusers layout and exit")
