@@ -346,7 +346,7 @@ def noise_schedule(scheduler: Any, timesteps: Any = None) -> Figure:
     Example: `noise_schedule(run.scheduler, run.timesteps)`
     """
     t_all, signal, noise, flow = _schedule(scheduler)
-    snr = signal**2 / np.maximum(noise**2, 1e-20)
+    snr = np.where(noise > 1e-6, signal**2 / np.maximum(noise**2, 1e-20), np.nan)  # flow's σ = 0 at t = 0: no finite SNR
     fig = _Figure(figsize=(7.5, 6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
     top.plot(t_all, signal, label="signal scale 1-σ" if flow else "signal scale √ᾱ_t")
