@@ -409,7 +409,7 @@ def export(workdir: str, out: str) -> None:
     index["t2v_nb_defaults"] = dict(DEFAULTS, diffusers_num_frames=DEFAULTS["num_frames"] - 1)
     index["training"] = {"transformer_steps": state["step"], "transformer_minutes": round(state["seconds"] / 60, 1),
                          "vae_steps": vae_state["step"], "vae_minutes": round(vae_state["seconds"] / 60, 1),
-                         "threads": torch.get_num_threads(), "where": "CPU"}
+                         "minutes": "CPU time of the training steps (all threads)", "where": "CPU"}
     with open(index_path, "w") as f:
         json.dump(index, f, indent=2)
     preview = fit_preview(pipe.vae)
