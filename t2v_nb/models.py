@@ -51,7 +51,7 @@ PRESETS: dict[str, Preset] = {
         notes="Trained by t2v_nb's own script on moving shapes; CPU, offline. Same classes as ModelScope (UNet3DConditionModel)."),
     "toy-shapes-flow": Preset(
         source="bundled:toy/weights_flow", revision=None, variant=None, height=64, width=64, num_frames=8,
-        num_inference_steps=20, guidance_scale=5.0, scheduler="euler", fps=8.0,
+        num_inference_steps=20, guidance_scale=2.0, scheduler="euler", fps=8.0,
         notes="The same moving-shapes task with Wan 2.1's classes (WanTransformer3DModel, AutoencoderKLWan with no "
               "temporal compression, UMT5 encoder reading 16 tokens), trained with flow matching by t2v_nb's own "
               "script; CPU, offline. Loads with diffusers' WanPipeline too."),
