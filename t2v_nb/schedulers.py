@@ -149,6 +149,18 @@ def _is_sigma_scaled(scheduler) -> bool:
     return float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0 + 1e-6
 
 
+def _alpha_sigma(scheduler, step_index: int, timestep, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, s) of an alpha-scaled step, x_t = a x0 + s eps, in float32 on `device`: from the DPM-Solver family's
+    own sigma of the step (also right for Karras spacing), else from alphas_cumprod at `timestep`."""
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and hasattr(scheduler, "_sigma_to_alpha_sigma_t") and step_index < len(sigmas):
+        a, s = scheduler._sigma_to_alpha_sigma_t(sigmas[step_index].to(torch.float32))
+    else:
+        alpha_bar = scheduler.alphas_cumprod[int(timestep)].to(torch.float32)
+        a, s = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
+    return a.to(device), s.to(device)
+
+
 def pred_x0(scheduler, output, sample: torch.Tensor, model_output: torch.Tensor, timestep,
             step_index: int) -> torch.Tensor:
     """Predicted clean latents for one step, from the scheduler's output or by formula.
@@ -180,14 +192,7 @@ def pred_x0(scheduler, output, sample: torch.Tensor, model_output: torch.Tensor,
         else:
             raise ValueError(f"Unsupported prediction_type {kind!r}.")
     else:
-        sigmas = getattr(scheduler, "sigmas", None)
-        if sigmas is not None and hasattr(scheduler, "_sigma_to_alpha_sigma_t") and step_index < len(sigmas):
-            # DPM-Solver family: the noise level of this step, also right for Karras spacing.
-            a, s = scheduler._sigma_to_alpha_sigma_t(sigmas[step_index].to(torch.float32))
-        else:
-            alpha_bar = scheduler.alphas_cumprod[int(timestep)].to(torch.float32)
-            a, s = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
-        a, s = a.to(x.device), s.to(x.device)
+        a, s = _alpha_sigma(scheduler, step_index, timestep, x.device)
         if kind == "epsilon":
             x0 = (x - s * out) / a
         elif kind == "v_prediction":
@@ -213,12 +218,8 @@ def noise_to_step(scheduler, x0: torch.Tensor, noise: torch.Tensor, step_index: 
     elif _is_sigma_scaled(scheduler):
         out = x + sigmas[step_index].to(x.device, torch.float32) * eps
     else:
-        if sigmas is not None and hasattr(scheduler, "_sigma_to_alpha_sigma_t") and step_index < len(sigmas):
-            a, s = scheduler._sigma_to_alpha_sigma_t(sigmas[step_index].to(torch.float32))
-        else:
-            alpha_bar = scheduler.alphas_cumprod[int(scheduler.timesteps[step_index])].to(torch.float32)
-            a, s = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
-        out = a.to(x.device) * x + s.to(x.device) * eps
+        a, s = _alpha_sigma(scheduler, step_index, scheduler.timesteps[step_index], x.device)
+        out = a * x + s * eps
     return out.to(x0.dtype)
 
 

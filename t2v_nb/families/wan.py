@@ -219,9 +219,15 @@ class WanFamily(Family):
         extra = (1 - F) % 4
         pixels = torch.cat([pixels, pixels[:, :, -1:].expand(-1, -1, extra, -1, -1)], dim=2)
         z = vae.encode(pixels).latent_dist.mean[:, :, : self.latent_frames(F)].float()  # [B, C, F', h, w]
-        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(z)
-        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(z)
+        mean, std = self._latent_stats(z)
         return (z - mean) / std
+
+    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VAE's per-channel latents_mean and latents_std as [1, C, 1, 1, 1], on `like`'s device and dtype."""
+        config = self.pipe.vae.config
+        shape = (1, -1, 1, 1, 1)
+        return (torch.tensor(config.latents_mean).view(shape).to(like),
+                torch.tensor(config.latents_std).view(shape).to(like))
 
     def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
         """[B, 16, F', h, w] normalized latents -> float32 [B, F, H, W, 3] in [0, 1], F = 4 (F' - 1) + 1.
@@ -238,9 +244,8 @@ class WanFamily(Family):
                 raise ValueError(f"frame {f} is out of range: these latents decode to {total} frames.")
         index = [f % total for f in index]
         z = latents[:, :, : self.latent_index(max(index)) + 1].to(vae.device, vae.dtype)  # [B, C, F'', h, w]
-        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(z)
-        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(z)
-        z = z / inv_std + mean  # the VAE's own latent space, as WanPipeline computes it
+        mean, std = self._latent_stats(z)
+        z = z / (1.0 / std) + mean  # the VAE's own latent space, as WanPipeline computes it (1 / std, then divide)
         try:
             video = vae.decode(z, return_dict=False)[0]  # [B, 3, F, H, W] in [-1, 1]
         except torch.OutOfMemoryError:
