@@ -73,6 +73,10 @@ def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, monkeypatch):
     train.train_unet(work, steps=1, batch_size=2, eval_every=0)
     train.train_unet(work, steps=1, batch_size=2, eval_every=0)  # resumes at its budget: no step
     assert torch.load(os.path.join(work, "unet.pt"), weights_only=False)["state"]["step"] == 1
+    train.train_unet(work, steps=5, batch_size=2, eval_every=0, device="cpu", max_minutes=0)  # out of time at once
+    ckpt = torch.load(os.path.join(work, "unet.pt"), weights_only=False)
+    assert ckpt["state"]["step"] == 1 and ckpt["state"]["seconds_by_device"]["cpu"] > 0
+    assert all(v.device.type == "cpu" for v in ckpt["ema_unet"].values())  # resumable on a machine without a GPU
 
     out = str(tmp_path / "export")
     train.export(work, out)

@@ -227,11 +227,11 @@ def tune_decoder(workdir: str, steps: int, noise: float = 0.5, batch_frames: int
 
 # ---------------------------------------------------------------- stage 2: latent cache
 
-def encode_dataset(workdir: str, num_videos: int, seed: int = 0, chunk: int = 64) -> None:
+def encode_dataset(workdir: str, num_videos: int, seed: int = 0, chunk: int = 64, device: str = "cpu") -> None:
     path = os.path.join(workdir, "latents.pt")
     if os.path.exists(path):
         return
-    vae = load_vae(workdir)
+    vae = load_vae(workdir).to(device)
     rng = np.random.default_rng([seed, 2])
     means, stds, clip_ids = [], [], []
     index = {c: i for i, c in enumerate(data.all_clips())}
@@ -243,16 +243,16 @@ def encode_dataset(workdir: str, num_videos: int, seed: int = 0, chunk: int = 64
         videos, _, clips = data.sample_batch(rng, n, "train")
         x = torch.from_numpy(videos.reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2) * 2 - 1  # [n*F, 3, H, W]
         with torch.no_grad():
-            post = vae.encode(x).latent_dist
+            post = vae.encode(x.to(device)).latent_dist
         # [n*F, C, h, w] -> [n, C, F, h, w]
         to_video = lambda z: z.reshape(n, data.NUM_FRAMES, *z.shape[1:]).permute(0, 2, 1, 3, 4)
-        means.append(to_video(post.mean).half())
-        stds.append(to_video(post.std).half())
+        means.append(to_video(post.mean).half().cpu())
+        stds.append(to_video(post.std).half().cpu())
         clip_ids += [index[c] for c in clips]
         if (start // chunk) % 20 == 0:
             print(f"encoded {start + n}/{num_videos} videos ({time.time() - t0:.0f} s)", flush=True)
     _save({"mean": torch.cat(means), "std": torch.cat(stds), "clip": torch.tensor(clip_ids)}, path)
-    _log(workdir, stage="latents", videos=num_videos, seconds=time.time() - t0)
+    _log(workdir, stage="latents", videos=num_videos, seconds=time.time() - t0, device=str(device))
 
 
 # ---------------------------------------------------------------- stage 3: text encoder + UNet
@@ -289,13 +289,19 @@ def loss_weights(alphas_cumprod: torch.Tensor, scheme: str = "layout", gamma: fl
 def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4, seed: int = 0,
                p_uncond: float = 0.1, snr_gamma: float = 5.0, ema_decay: float = 0.999,
                weighting: str = "layout", freeze_text_encoder: bool = False, kind: str = "3d",
-               warm_start_from: str | None = None, eval_every: int = 1000) -> None:
+               warm_start_from: str | None = None, eval_every: int = 1000, device: str = "cpu",
+               max_minutes: float | None = None) -> None:
+    """Stage 3. `device`: where the UNet trains ("cpu", "cuda"); the random numbers are drawn on the CPU
+    either way, so a run can move between machines and go on with the same batches. `max_minutes`: stop this
+    invocation (with a checkpoint) after that many wall-clock minutes; the same command goes on later."""
     path = os.path.join(workdir, "unet.pt")
-    cache = torch.load(os.path.join(workdir, "latents.pt"))
+    device = torch.device(device)
+    deadline = None if max_minutes is None else time.time() + 60 * max_minutes
+    cache = {k: v.to(device) for k, v in torch.load(os.path.join(workdir, "latents.pt")).items()}
     vae_scale = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["scaling_factor"]
     tokenizer = components.build_tokenizer()
     text_encoder = components.build_text_encoder(len(tokenizer), seed)
-    ckpt = torch.load(path, weights_only=False) if os.path.exists(path) else None
+    ckpt = torch.load(path, weights_only=False, map_location="cpu") if os.path.exists(path) else None
     if ckpt is not None:
         kind = _ckpt_kind(ckpt)
     unet = components.build_unet(seed, kind)
@@ -308,6 +314,8 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
         # (left vs right: relative distance ~0.3). Trained jointly from the start, it learned to map the
         # direction words to nearly the same outputs (~0.02) long before the UNet could use them.
         text_encoder.requires_grad_(False)
+    unet.to(device)
+    text_encoder.to(device)
     params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     ema = {"unet": copy.deepcopy(unet).requires_grad_(False), "text_encoder": copy.deepcopy(text_encoder).requires_grad_(False)}
@@ -318,8 +326,9 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
         ema["unet"].load_state_dict(ckpt["ema_unet"])
         ema["text_encoder"].load_state_dict(ckpt["ema_text_encoder"])
         if ckpt["opt"] is not None:
-            opt.load_state_dict(ckpt["opt"])
+            opt.load_state_dict(ckpt["opt"])  # moves the moments to the parameters' device
         state = {"unet_kind": kind, **ckpt["state"]}
+    state.setdefault("seconds_by_device", {"cpu": state["seconds"]})  # runs from before devices trained on the CPU
 
     clips = data.all_clips()
     # Token ids of every caption variant, and of "" for the unconditional branch.
@@ -329,7 +338,7 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     caption_ids = torch.stack([ids([data.caption(c, k) for k in range(len(data.TEMPLATES))]) for c in clips])  # [60, T, 77]
     empty_ids = ids([""])[0]
     pred_kind = scheduler.config.prediction_type
-    weight = loss_weights(scheduler.alphas_cumprod, weighting, snr_gamma, pred_kind)  # [1000]
+    weight = loss_weights(scheduler.alphas_cumprod, weighting, snr_gamma, pred_kind).to(device)  # [1000]
 
     def target(x0, noise, t):
         return scheduler.get_velocity(x0, noise, t) if pred_kind == "v_prediction" else noise
@@ -340,10 +349,11 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     probe_idx = torch.randint(0, len(cache["clip"]), (32,), generator=probe_rng)
     probe_noise = torch.randn(32, *cache["mean"].shape[1:], generator=probe_rng)
     probe_t = torch.randint(900, 1000, (32,), generator=probe_rng)
-    probe_x0 = cache["mean"][probe_idx].float() * vae_scale
-    probe_true = ids([data.caption(clips[int(i)]) for i in cache["clip"][probe_idx]])
-    probe_flip = ids([data.caption(data.Clip(clips[int(i)].color, clips[int(i)].shape, _opposite(clips[int(i)].direction)))
-                      for i in cache["clip"][probe_idx]])
+    probe_x0 = cache["mean"][probe_idx.to(device)].float() * vae_scale
+    probe_clips = [clips[int(i)] for i in cache["clip"][probe_idx.to(device)]]
+    probe_true = ids([data.caption(c) for c in probe_clips]).to(device)
+    probe_flip = ids([data.caption(data.Clip(c.color, c.shape, _opposite(c.direction))) for c in probe_clips]).to(device)
+    probe_noise, probe_t = probe_noise.to(device), probe_t.to(device)
 
     def unet_out(model, te, noisy, t, input_ids):
         emb = te(input_ids)[0]  # [B, 77, D]
@@ -363,16 +373,24 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     last_ckpt, running = time.time(), []
     unet.train()
     text_encoder.train()
-    while state["step"] < steps and not _stop:
+    clip_of = cache["clip"].cpu()
+    live_params, ema_params = {}, {}
+    for name, live in (("unet", unet), ("text_encoder", text_encoder)):
+        pairs = [(pe, p) for pe, p in zip(ema[name].parameters(), live.parameters()) if p.requires_grad]
+        ema_params[name], live_params[name] = [pe for pe, _ in pairs], [p for _, p in pairs]
+    while state["step"] < steps and not _stop and (deadline is None or time.time() < deadline):
         t0, c0 = time.time(), time.process_time()
-        idx = torch.randint(0, len(cache["clip"]), (batch_size,), generator=gen)
-        x0 = (cache["mean"][idx].float() + cache["std"][idx].float() * torch.randn(batch_size, *cache["mean"].shape[1:], generator=gen)) * vae_scale
+        idx = torch.randint(0, len(clip_of), (batch_size,), generator=gen)
+        shape = (batch_size, *cache["mean"].shape[1:])
+        x0 = (cache["mean"][idx.to(device)].float()
+              + cache["std"][idx.to(device)].float() * torch.randn(shape, generator=gen).to(device)) * vae_scale
         template = torch.randint(0, len(data.TEMPLATES), (batch_size,), generator=gen)
-        input_ids = caption_ids[cache["clip"][idx], template]  # [B, 77]
+        input_ids = caption_ids[clip_of[idx], template]  # [B, 77]
         drop = torch.rand(batch_size, generator=gen) < p_uncond
         input_ids[drop] = empty_ids
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
+        input_ids = input_ids.to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen).to(device)
         noisy = scheduler.add_noise(x0, noise, t)
         pred = unet_out(unet, text_encoder, noisy, t, input_ids)
         per_sample = (pred - target(x0, noise, t)).pow(2).mean(dim=(1, 2, 3, 4))
@@ -384,17 +402,21 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         decay = min(ema_decay, (1 + state["step"]) / (10 + state["step"]))
-        with torch.no_grad():
-            for name, live in (("unet", unet), ("text_encoder", text_encoder)):
-                for pe, p in zip(ema[name].parameters(), live.parameters()):
-                    pe.lerp_(p, 1 - decay)
+        with torch.no_grad():  # frozen parameters (the text encoder's by default) equal their EMA already
+            for name in ema_params:
+                if ema_params[name]:
+                    torch._foreach_lerp_(ema_params[name], live_params[name], 1 - decay)
         state["step"] += 1
-        state["seconds"] += time.time() - t0
-        state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - c0
-        running.append(loss.item())
+        running.append(loss.detach())  # no .item() per step: an accelerator need not wait for the CPU
+        seconds = time.time() - t0
+        state["seconds"] += seconds
+        state["seconds_by_device"][device.type] = state["seconds_by_device"].get(device.type, 0.0) + seconds
+        if device.type == "cpu":  # "CPU-hours" of the recipe: CPU time of the steps that ran on a CPU
+            state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - c0
         if state["step"] % 50 == 0:
-            row = {"stage": "unet", "step": state["step"], "loss": float(np.mean(running)),
-                   "minutes": state["seconds"] / 60, "cpu_minutes": state["cpu_seconds"] / 60}
+            row = {"stage": "unet", "step": state["step"], "loss": torch.stack(running).mean().item(),
+                   "minutes": state["seconds"] / 60, "cpu_minutes": state.get("cpu_seconds", 0.0) / 60,
+                   "device": device.type}
             if state["step"] % 250 == 0:
                 row.update(probe())
             _log(workdir, **row)
@@ -403,14 +425,15 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
             _save_unet(path, unet, text_encoder, ema, opt, state)
             last_ckpt = time.time()
         if eval_every and state["step"] % eval_every == 0 and not _stop:
-            _log(workdir, stage="eval", step=state["step"], cpu_minutes=state["cpu_seconds"] / 60, **sample_accuracy(workdir))
+            _log(workdir, stage="eval", step=state["step"], cpu_minutes=state.get("cpu_seconds", 0.0) / 60,
+                 **sample_accuracy(workdir, device=device))
     _save_unet(path, unet, text_encoder, ema, opt, state)
 
 
 EVAL_CLIPS = slice(0, None, 5)  # every 5th of data.all_clips(): 12 captions, 1 of them held out
 
 
-def sample_accuracy(workdir: str, seed: int = 500) -> dict:
+def sample_accuracy(workdir: str, seed: int = 500, device="cpu") -> dict:
     """Strict accuracy (t2v_nb.toy.evaluate) of the work directory's current EMA weights on a fixed small
     sample: 12 captions, one seed, default sampler settings. Exports to <workdir>/eval_export to load them."""
     import t2v_nb
@@ -418,7 +441,7 @@ def sample_accuracy(workdir: str, seed: int = 500) -> dict:
 
     out = os.path.join(workdir, "eval_export")
     export(workdir, out, fit_preview=False)
-    pipe = t2v_nb.load(out)
+    pipe = t2v_nb.load(out, device=device, dtype=torch.float32)
     report = evaluate.evaluate(lambda prompt, s: pipe.generate(prompt, seed=s, progress=False).frames,
                                data.all_clips()[EVAL_CLIPS], seeds=(seed,), progress=False)
     acc = report.accuracy["all"]
@@ -441,9 +464,11 @@ def _load_unet_weights(source: str) -> dict:
 
 
 def _save_unet(path, unet, text_encoder, ema, opt, state) -> None:
-    _save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
-           "ema_unet": ema["unet"].state_dict(), "ema_text_encoder": ema["text_encoder"].state_dict(),
-           "opt": opt.state_dict(), "state": state}, path)
+    """Checkpoint on the CPU, so a run trained on a GPU goes on on a machine without one (and back)."""
+    cpu = lambda tree: {k: cpu(v) if isinstance(v, dict) else v.cpu() if torch.is_tensor(v) else v for k, v in tree.items()}
+    _save(cpu({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
+               "ema_unet": ema["unet"].state_dict(), "ema_text_encoder": ema["text_encoder"].state_dict(),
+               "opt": opt.state_dict(), "state": state}), path)
 
 
 # ---------------------------------------------------------------- export
@@ -550,6 +575,10 @@ def main(argv=None) -> None:
     p.add_argument("--weighting", choices=("layout", "min-snr"), default="layout",
                    help="loss weight per timestep (see loss_weights)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="where the latent cache is encoded and the UNet trains "
+                   "(cpu, cuda); the VAE stages run on the CPU")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop the UNet stage after this many wall-clock minutes (checkpointed; run again to go on)")
     p.add_argument("--freeze-text-encoder", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the text encoder at its random init (default; --no-freeze-text-encoder trains it)")
     p.add_argument("--seed", type=int, default=0)
@@ -576,12 +605,13 @@ def main(argv=None) -> None:
     if _stop or (os.path.exists(unet_path) and
                  torch.load(unet_path, weights_only=False)["state"]["step"] >= args.unet_steps):
         return
-    encode_dataset(args.workdir, args.num_videos, seed=args.seed)
+    encode_dataset(args.workdir, args.num_videos, seed=args.seed, device=args.device)
     if _stop:
         return
     train_unet(args.workdir, args.unet_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                weighting=args.weighting, freeze_text_encoder=args.freeze_text_encoder, kind=args.unet,
-               warm_start_from=args.warm_start, eval_every=args.eval_every)
+               warm_start_from=args.warm_start, eval_every=args.eval_every, device=args.device,
+               max_minutes=args.max_minutes)
 
 
 if __name__ == "__main__":
