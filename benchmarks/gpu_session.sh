@@ -10,7 +10,10 @@
 # TOY_RUN: a work directory of `python -m t2v_nb.toy.train` holding vae.pt (stage 1 done) and unet.pt; the
 # latent cache is rebuilt there (on the GPU) from the same seed. What comes back in $OUT: the benchmarks'
 # reports, the whole log, the toy run's log.jsonl and its checkpoint in two files (model+state, optimizer)
-# that `python -m t2v_nb.toy.train --workdir DIR` resumes from once joined (see benchmarks/RESULTS.md).
+# that `python -m t2v_nb.toy.train --workdir DIR` resumes from once joined:
+#   python -c "import torch; c = torch.load('toy_unet_model.pt', weights_only=False);
+#              c['opt'] = torch.load('toy_unet_opt.pt', weights_only=False); torch.save(c, 'DIR/unet.pt')"
+# (DIR keeps its own latents.pt: the same videos, encoded on the CPU.)
 set -u
 START=$(date +%s)
 BUDGET=${BUDGET:-540}
