@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import importlib
 import json
 import os
 import sys
@@ -41,6 +42,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
 import t2v_nb  # noqa: E402
+from gpu_bench import sync  # noqa: E402
 
 PROMPT = "a red circle moving right"
 SETTINGS = {"wan": dict(num_frames=81, height=480, width=832, guidance_scale=5.0),
@@ -61,10 +63,14 @@ def cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     return model.eval().requires_grad_(False)
 
 
+def tiny_module(family: str):
+    """tests/tiny_wan.py or tests/tiny_cogvideox.py: their tiny parts, tokenizers and reference pipelines."""
+    return importlib.import_module("tiny_wan" if family == "wan" else "tiny_cogvideox")
+
+
 def build(family: str, device: torch.device, dtype: torch.dtype, tiny: bool) -> dict:
     if tiny:
-        mod = __import__("tiny_wan" if family == "wan" else "tiny_cogvideox")
-        parts = mod.components()
+        parts = tiny_module(family).components()
         for n in ("text_encoder", "transformer", "vae"):
             parts[n] = cast(parts[n].to(device), dtype)
         return parts
@@ -83,7 +89,7 @@ def build(family: str, device: torch.device, dtype: torch.dtype, tiny: bool) -> 
     else:
         import tiny_cogvideox
         from cogvideox_bench import T5_XXL, TRANSFORMER_2B, VAE_2B
-        from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+        from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
         from transformers import T5Config, T5EncoderModel
 
         from t2v_nb.schedulers import make_scheduler
@@ -92,27 +98,15 @@ def build(family: str, device: torch.device, dtype: torch.dtype, tiny: bool) -> 
             text_encoder = T5EncoderModel(T5Config(**T5_XXL))
             transformer = CogVideoXTransformer3DModel(**TRANSFORMER_2B)
             vae = AutoencoderKLCogVideoX(**VAE_2B)
-        base = CogVideoXDDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                      clip_sample=False, prediction_type="v_prediction", rescale_betas_zero_snr=True,
-                                      set_alpha_to_one=True, snr_shift_scale=3.0, steps_offset=0,
-                                      timestep_spacing="trailing")
         parts = {"tokenizer": tiny_cogvideox.t5_tokenizer(max_length=226),
-                 "scheduler": make_scheduler("cogvideox-ddim", base)}
+                 "scheduler": make_scheduler("cogvideox-ddim", tiny_cogvideox.ddim_scheduler())}
     parts.update(text_encoder=cast(text_encoder, dtype), transformer=cast(transformer, dtype), vae=cast(vae, dtype))
     return parts
 
 
 def reference(family: str, parts: dict):
-    from diffusers import CogVideoXPipeline, WanPipeline
-
-    ref = (WanPipeline if family == "wan" else CogVideoXPipeline)(**parts)
-    ref.set_progress_bar_config(disable=True)
-    return ref
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    """diffusers' own pipeline (WanPipeline / CogVideoXPipeline) on `parts`, no progress bar."""
+    return tiny_module(family).reference(parts)
 
 
 def measured(fn, device: torch.device):

@@ -2,7 +2,7 @@
 
     python benchmarks/toy_bench.py [--threads 2] [--repeats 7]
 
-toy-shapes (UNet3D, DPM-Solver++ 20 steps, guidance 7.5) against diffusers' TextToVideoSDPipeline, and
+toy-shapes (UNet3D, DPM-Solver++ 20 steps, the preset's guidance) against diffusers' TextToVideoSDPipeline, and
 toy-shapes-flow (WanTransformer3DModel, flow-matching Euler 20 steps, guidance 2) against WanPipeline: 8 frames
 of 64x64, text encoding and VAE decode included, record=default for t2v_nb. Interleaved rounds in rotating
 order after one warm-up each; medians with min and max. The issue's goal for the flow toy: under 1 s per
@@ -26,7 +26,7 @@ PROMPT = "a red circle moving right"
 def _diffusers_pipes():
     import diffusers
 
-    from t2v_nb.models import toy_model_dir
+    from t2v_nb.models import PRESETS, toy_model_dir
     from t2v_nb.toy import train_flow
 
     diffusers.utils.logging.set_verbosity_error()
@@ -35,7 +35,7 @@ def _diffusers_pipes():
     ms.scheduler = diffusers.DPMSolverMultistepScheduler.from_config(ms.scheduler.config)
     ms.set_progress_bar_config(disable=True)
     out["toy-shapes"] = lambda: ms(PROMPT, num_frames=8, height=64, width=64, num_inference_steps=20,
-                                   guidance_scale=7.5, generator=torch.Generator().manual_seed(0), output_type="np")
+                                   guidance_scale=PRESETS["toy-shapes"].guidance_scale, generator=torch.Generator().manual_seed(0), output_type="np")
     wan = diffusers.WanPipeline.from_pretrained(toy_model_dir("toy-shapes-flow"), local_files_only=True)
     wan.set_progress_bar_config(disable=True)
     out["toy-shapes-flow"] = lambda: train_flow.generate(wan, PROMPT, 0)

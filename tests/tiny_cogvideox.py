@@ -43,7 +43,7 @@ def components(seed: int = 0, scheduler: str = "cogvideox-ddim", rope: bool = Tr
                snr_shift_scale: float = 3.0) -> dict:
     """tokenizer, text_encoder, transformer, vae, scheduler at toy size. `rope=True` as CogVideoX-5b
     (rotary position embeddings), False as CogVideoX-2b (sin-cos position embeddings added to the input)."""
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
     from t2v_nb.schedulers import make_scheduler
@@ -66,15 +66,21 @@ def components(seed: int = 0, scheduler: str = "cogvideox-ddim", rope: bool = Tr
         block_out_channels=(8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2,
         down_block_types=("CogVideoXDownBlock3D",) * 3, up_block_types=("CogVideoXUpBlock3D",) * 3,
         temporal_compression_ratio=4, sample_height=24, sample_width=16)
-    base = CogVideoXDDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                  clip_sample=False, prediction_type="v_prediction", rescale_betas_zero_snr=True,
-                                  set_alpha_to_one=True, snr_shift_scale=snr_shift_scale, steps_offset=0,
-                                  timestep_spacing="trailing")
-    sched = make_scheduler(scheduler, base)
+    sched = make_scheduler(scheduler, ddim_scheduler(snr_shift_scale))
     for m in (text_encoder, transformer, vae):
         m.eval().requires_grad_(False)
     return {"tokenizer": tok, "text_encoder": text_encoder, "transformer": transformer, "vae": vae,
             "scheduler": sched}
+
+
+def ddim_scheduler(snr_shift_scale: float = 3.0):
+    """`CogVideoXDDIMScheduler` with CogVideoX's settings (v-prediction, zero terminal SNR, SNR shift, trailing)."""
+    from diffusers import CogVideoXDDIMScheduler
+
+    return CogVideoXDDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  clip_sample=False, prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                                  set_alpha_to_one=True, snr_shift_scale=snr_shift_scale, steps_offset=0,
+                                  timestep_spacing="trailing")
 
 
 def tiny_pipe(**kw) -> t2v_nb.StepwisePipeline:

@@ -349,8 +349,9 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     probe_idx = torch.randint(0, len(cache["clip"]), (32,), generator=probe_rng)
     probe_noise = torch.randn(32, *cache["mean"].shape[1:], generator=probe_rng)
     probe_t = torch.randint(900, 1000, (32,), generator=probe_rng)
+    clip_of = cache["clip"].cpu()  # [N] clip index per cached video, for indexing on the CPU
     probe_x0 = cache["mean"][probe_idx.to(device)].float() * vae_scale
-    probe_clips = [clips[int(i)] for i in cache["clip"][probe_idx.to(device)]]
+    probe_clips = [clips[int(i)] for i in clip_of[probe_idx]]
     probe_true = ids([data.caption(c) for c in probe_clips]).to(device)
     probe_flip = ids([data.caption(data.Clip(c.color, c.shape, _opposite(c.direction))) for c in probe_clips]).to(device)
     probe_noise, probe_t = probe_noise.to(device), probe_t.to(device)
@@ -373,17 +374,17 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     last_ckpt, running = time.time(), []
     unet.train()
     text_encoder.train()
-    clip_of = cache["clip"].cpu()
-    live_params, ema_params = {}, {}
-    for name, live in (("unet", unet), ("text_encoder", text_encoder)):
-        pairs = [(pe, p) for pe, p in zip(ema[name].parameters(), live.parameters()) if p.requires_grad]
-        ema_params[name], live_params[name] = [pe for pe, _ in pairs], [p for _, p in pairs]
+    # EMA of the trained parameters only: frozen ones (the text encoder's by default) equal their EMA already.
+    pairs = [(pe, p) for name, live in (("unet", unet), ("text_encoder", text_encoder))
+             for pe, p in zip(ema[name].parameters(), live.parameters()) if p.requires_grad]
+    ema_params, live_params = [pe for pe, _ in pairs], [p for _, p in pairs]
     while state["step"] < steps and not _stop and (deadline is None or time.time() < deadline):
         t0, c0 = time.time(), time.process_time()
         idx = torch.randint(0, len(clip_of), (batch_size,), generator=gen)
+        on_device = idx.to(device)
         shape = (batch_size, *cache["mean"].shape[1:])
-        x0 = (cache["mean"][idx.to(device)].float()
-              + cache["std"][idx.to(device)].float() * torch.randn(shape, generator=gen).to(device)) * vae_scale
+        x0 = (cache["mean"][on_device].float()
+              + cache["std"][on_device].float() * torch.randn(shape, generator=gen).to(device)) * vae_scale
         template = torch.randint(0, len(data.TEMPLATES), (batch_size,), generator=gen)
         input_ids = caption_ids[clip_of[idx], template]  # [B, 77]
         drop = torch.rand(batch_size, generator=gen) < p_uncond
@@ -402,10 +403,8 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         decay = min(ema_decay, (1 + state["step"]) / (10 + state["step"]))
-        with torch.no_grad():  # frozen parameters (the text encoder's by default) equal their EMA already
-            for name in ema_params:
-                if ema_params[name]:
-                    torch._foreach_lerp_(ema_params[name], live_params[name], 1 - decay)
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, live_params, 1 - decay)
         state["step"] += 1
         running.append(loss.detach())  # no .item() per step: an accelerator need not wait for the CPU
         seconds = time.time() - t0
