@@ -42,12 +42,13 @@ class Preset:
     extra: tuple[tuple[str, str, str | None], ...] = ()
     scheduler_config: tuple[tuple[str, Any], ...] = ()  # settings over the repository's scheduler config
     text_first: bool = False  # on a GPU, load the text encoder only to encode (see load's `text_first`)
+    guidance_interval: tuple[float, float] | None = None  # timesteps where guidance applies (None: every step)
 
 
 PRESETS: dict[str, Preset] = {
     "toy-shapes": Preset(
         source="bundled:toy/weights", revision=None, variant=None, height=64, width=64, num_frames=8,
-        num_inference_steps=20, guidance_scale=3.0, scheduler="dpm++", fps=8.0,
+        num_inference_steps=20, guidance_scale=3.0, scheduler="dpm++", fps=8.0, guidance_interval=(700.0, 1000.0),
         notes="Trained by t2v_nb's own script on moving shapes; CPU, offline. Same classes as ModelScope (UNet3DConditionModel)."),
     "toy-shapes-flow": Preset(
         source="bundled:toy/weights_flow", revision=None, variant=None, height=64, width=64, num_frames=8,
@@ -387,7 +388,7 @@ def _defaults(index: dict, preset: Preset | None, scheduler: str | None, base_sc
     name = scheduler or defaults.pop("scheduler", None)
     if preset is not None:
         defaults.update({k: getattr(preset, k) for k in ("height", "width", "num_frames", "num_inference_steps",
-                                                         "guidance_scale", "fps")})
+                                                         "guidance_scale", "guidance_interval", "fps")})
         name = scheduler or preset.scheduler
         if preset.scheduler_config:
             base_scheduler = type(base_scheduler).from_config({**base_scheduler.config, **dict(preset.scheduler_config)})

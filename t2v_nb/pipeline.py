@@ -220,7 +220,7 @@ class StepwisePipeline:
     # ------------------------------------------------------------------ stage 0: inputs
 
     def check_inputs(self, *, prompt, negative_prompt="", seed=None, num_frames=None, height=None, width=None,
-                     num_inference_steps=None, guidance_scale=None) -> dict:
+                     num_inference_steps=None, guidance_scale=None, guidance_interval="default") -> dict:
         """Validate the arguments of `start` (before any model work) and fill in the defaults. No side effects."""
         d = self.defaults
         if not isinstance(prompt, str):
@@ -253,8 +253,10 @@ class StepwisePipeline:
         g = d["guidance_scale"] if guidance_scale is None else guidance_scale
         if isinstance(g, bool) or not isinstance(g, numbers.Real) or not math.isfinite(float(g)):
             raise ValueError(f"guidance_scale must be a finite number, got {g!r}.")
+        interval = d.get("guidance_interval") if isinstance(guidance_interval, str) and guidance_interval == "default" \
+            else guidance_interval
         return {"prompt": prompt, "negative_prompt": negative_prompt, "seed": seed, **params,
-                "guidance_scale": float(g)}
+                "guidance_scale": float(g), "guidance_interval": _check_interval(interval)}
 
     # ------------------------------------------------------------------ stage 1: text
 
@@ -289,8 +291,8 @@ class StepwisePipeline:
 
     def start(self, prompt: str, *, seed: int | None = None, num_frames: int | None = None,
               height: int | None = None, width: int | None = None, num_inference_steps: int | None = None,
-              guidance_scale: float | None = None, negative_prompt: str = "", scheduler=None,
-              eta: float = 0.0, record="default", hooks: dict | None = None) -> "Run":
+              guidance_scale: float | None = None, guidance_interval="default", negative_prompt: str = "",
+              scheduler=None, eta: float = 0.0, record="default", hooks: dict | None = None) -> "Run":
         """Check the inputs, encode the text and draw the starting noise; returns a `Run` at step 0.
 
         Args:
@@ -303,6 +305,12 @@ class StepwisePipeline:
                 (`pipe.defaults`). Guidance applies `uncond + g * (text - uncond)` for any g != 1: 0 gives
                 the unconditional model, negative values push away from the prompt. (diffusers skips
                 guidance for every g <= 1.) g is 1 + w in the notation of Ho & Salimans.
+            guidance_interval: (t_low, t_high): apply guidance only at steps whose timestep t lies in this
+                range (the scheduler's units, 0-1000; t = 999 is pure noise); at the other steps the step
+                follows the prompt's prediction alone (g = 1). Both branches are still computed, so hooks and
+                the trace see `step.noise_pred_uncond` at every step. None: every step. Default: the model's
+                (`pipe.defaults`; the toy-shapes preset guides only while t >= 700, see its README).
+                Kynkäänniemi et al. 2024, *Applying Guidance in a Limited Interval*.
             negative_prompt: the text guidance steers away from ("" = unconditional).
             scheduler: a short name ("ddim", "dpm++", "euler", ... see `t2v_nb.schedulers.SCHEDULERS`) or a
                 diffusers scheduler; default `pipe.scheduler`. The run works on its own copy.
@@ -312,7 +320,7 @@ class StepwisePipeline:
         """
         p = self.check_inputs(prompt=prompt, negative_prompt=negative_prompt, seed=seed, num_frames=num_frames,
                               height=height, width=width, num_inference_steps=num_inference_steps,
-                              guidance_scale=guidance_scale)
+                              guidance_scale=guidance_scale, guidance_interval=guidance_interval)
         if p["seed"] is None:
             p["seed"] = random.SystemRandom().randrange(2**31)
         p["eta"] = float(eta)
@@ -448,7 +456,7 @@ class Run:
         if self.guidance:
             uncond = self.emit("step.noise_pred_uncond", uncond, i, ti)
             cond = self.emit("step.noise_pred_text", cond, i, ti)
-            noise_pred = uncond + self.params["guidance_scale"] * (cond - uncond)
+            noise_pred = uncond + self.params["guidance_scale"] * (cond - uncond) if self.guided_at(t) else cond
         else:
             cond = noise_pred = self.emit("step.noise_pred_text", cond, i, ti)
         noise_pred = self.emit("step.noise_pred", noise_pred, i, ti)
@@ -461,6 +469,11 @@ class Run:
         nxt = fam.after_step(fam.from_scheduler(prev, latents), self.text)
         nxt = self.emit("step.next_latents", nxt, i, ti)
         return Step(i, ti, latents, uncond, cond, noise_pred, x0, nxt)
+
+    def guided_at(self, t) -> bool:
+        """Whether guidance applies at timestep `t` (`guidance_scale` != 1 and t inside `guidance_interval`)."""
+        interval = self.params.get("guidance_interval")
+        return self.guidance and (interval is None or interval[0] <= float(t) <= interval[1])
 
     def _attention(self, i: int, t: int):
         """Capture attention during this step's model calls, when a hook or the trace wants any of it."""
@@ -487,13 +500,15 @@ class Run:
                 bar.update(1)
         return self
 
-    def branch(self, k: int, *, guidance_scale: float | None = None, prompt: str | None = None,
-               negative_prompt: str | None = None, record=None, hooks: dict | None = None) -> "Run":
+    def branch(self, k: int, *, guidance_scale: float | None = None, guidance_interval="keep",
+               prompt: str | None = None, negative_prompt: str | None = None, record=None,
+               hooks: dict | None = None) -> "Run":
         """A new run that starts from this run's state before step `k`, with other settings from there on.
 
         Steps 0..k-1 are not recomputed: the new run starts at step k with the same latents, scheduler
         state and random state. Changing the prompt re-encodes only the text. The new run keeps this
-        run's hooks, and takes those of enclosing `pipe.hooks` blocks and `hooks` too.
+        run's hooks, and takes those of enclosing `pipe.hooks` blocks and `hooks` too. `guidance_interval`
+        is kept unless given (None: guidance at every step).
         """
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= self.i:
             raise ValueError(f"Can branch only from a step already reached (0..{self.i}), got {k!r}.")
@@ -503,7 +518,9 @@ class Run:
             negative_prompt=p["negative_prompt"] if negative_prompt is None else negative_prompt,
             seed=p["seed"], num_frames=p["num_frames"], height=p["height"], width=p["width"],
             num_inference_steps=p["num_inference_steps"],
-            guidance_scale=p["guidance_scale"] if guidance_scale is None else guidance_scale)}
+            guidance_scale=p["guidance_scale"] if guidance_scale is None else guidance_scale,
+            guidance_interval=p.get("guidance_interval") if isinstance(guidance_interval, str)
+            and guidance_interval == "keep" else guidance_interval)}
         params["branched_from"] = {"step": k, "seed": p["seed"]}
         guided = params["guidance_scale"] != 1.0
         same_text = (params["prompt"], params["negative_prompt"]) == (p["prompt"], p["negative_prompt"])
@@ -571,6 +588,21 @@ def _oom_advice(run: "Run", error: BaseException) -> str:
     return (f"Out of GPU memory at step {run.i} ({p['num_frames']} frames, {p['height']}x{p['width']}). The run is "
             f"kept as it was before this step; start again with {'; or '.join(tips)}. Free memory first: "
             f"del old runs and videos, then torch.cuda.empty_cache(). ({error})")
+
+
+def _check_interval(interval) -> tuple[float, float] | None:
+    """`guidance_interval` as (t_low, t_high) floats, or None (guidance at every step)."""
+    if interval is None:
+        return None
+    try:
+        low, high = (float(v) for v in interval)
+        ok = not any(isinstance(v, (bool, str)) for v in interval)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise ValueError(f"guidance_interval must be None or (t_low, t_high) with t_low <= t_high, timesteps in the "
+                         f"scheduler's units (0-1000), got {interval!r}.")
+    return (low, high)
 
 
 def _record_names(record) -> list[str]:

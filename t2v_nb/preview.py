@@ -128,7 +128,8 @@ def guidance_parts(run, step: int, space: str = "x0") -> dict[str, torch.Tensor]
     """Classifier-free guidance of one step split into its parts, each [B, C, F, h, w] on the CPU.
 
     Keys: "uncond" (the prediction for the negative prompt), "text" (for the prompt), "difference"
-    (text - uncond: what the words add), "guided" (uncond + g * difference). With space="x0" each
+    (text - uncond: what the words add), "guided" (what the step used: uncond + g * difference, or the
+text part alone at a step outside the run's `guidance_interval`). With space="x0" each
     noise prediction is turned into the clean latents it implies at this step (what a preview can
     show); with space="noise" they are the raw UNet outputs. Needs the run to record `step.latents`,
     `step.noise_pred_uncond`, `step.noise_pred_text`, `step.noise_pred` (the default recording).

@@ -213,6 +213,43 @@ def test_guidance_zero_is_unconditional(pipe):
     assert s1.noise_pred_uncond is None and no_cfg.text.negative_embeddings is None
 
 
+def test_guidance_interval_guides_only_inside_it(pipe):
+    """Inside (t_low, t_high) the step is guided; outside it follows the prompt's branch alone, and both
+    branches are still computed (the trace has the unconditional output at every step)."""
+    full = pipe.start("a red circle", guidance_scale=5.0, guidance_interval=None, **SMALL).finish(progress=False)
+    ts = [float(t) for t in full.timesteps]
+    low = (ts[0] + ts[1]) / 2  # only the first step is guided
+    run = pipe.start("a red circle", guidance_scale=5.0, guidance_interval=(low, 1000), **SMALL)
+    assert run.params["guidance_interval"] == (low, 1000.0)
+    first, second = run.step(), run.step()
+    assert run.guided_at(run.timesteps[0]) and not run.guided_at(run.timesteps[1])
+    assert torch.allclose(first.noise_pred, first.noise_pred_uncond + 5.0 * (first.noise_pred_text - first.noise_pred_uncond))
+    assert torch.equal(first.next_latents, full.trace["step.next_latents"][0])  # same first step
+    assert second.noise_pred_uncond is not None and torch.equal(second.noise_pred, second.noise_pred_text)
+    assert not torch.allclose(second.noise_pred, second.noise_pred_uncond)
+    run.finish(progress=False)
+    assert run.trace["step.noise_pred_uncond"].shape[0] == run.num_steps
+    assert not torch.allclose(run.latents, full.latents)  # the unguided later steps change the video
+    # an interval that holds every timestep is plain guidance, bit for bit
+    every = pipe.start("a red circle", guidance_scale=5.0, guidance_interval=(0, 1000), **SMALL).finish(progress=False)
+    assert torch.equal(every.latents, full.latents)
+
+
+def test_guidance_interval_defaults_and_branches(pipe):
+    assert pipe.start("a", **SMALL).params["guidance_interval"] == pipe.defaults.get("guidance_interval")
+    run = pipe.start("a red circle", guidance_scale=5.0, guidance_interval=(500, 1000), **SMALL)
+    run.finish(progress=False)
+    assert run.branch(1).params["guidance_interval"] == (500.0, 1000.0)  # kept
+    assert run.branch(1, guidance_interval=None).params["guidance_interval"] is None
+    assert t2v_nb.load("toy-shapes").defaults["guidance_interval"] == (700.0, 1000.0)
+
+
+@pytest.mark.parametrize("interval", [(900, 100), (1,), "700", (0, float("nan")), ("a", 1), 5, (True, 1)])
+def test_bad_guidance_interval_is_a_value_error(pipe, interval):
+    with pytest.raises(ValueError, match="guidance_interval"):
+        pipe.start("a", guidance_interval=interval, **SMALL)
+
+
 def test_text_features(pipe):
     run = pipe.start("a red circle", **SMALL)
     assert run.text.tokens[0] == "<|startoftext|>" and run.text.tokens[-1] == "<|endoftext|>"

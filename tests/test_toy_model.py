@@ -86,7 +86,9 @@ def test_diffusers_pipeline_loads_it_and_makes_the_same_video(pipe):
     assert type(ref.unet).__name__ == "UNet3DConditionModel"
     params = dict(num_inference_steps=5, guidance_scale=7.5, height=64, width=64, num_frames=8)
     # DDIM, the scheduler the directory names, on both sides
-    ours = pipe.start("a red circle moving right", seed=0, scheduler="ddim", **params).finish(progress=False)
+    # diffusers guides every step; the preset guides only while t >= 700, so ask for every step here
+    ours = pipe.start("a red circle moving right", seed=0, scheduler="ddim", guidance_interval=None,
+                      **params).finish(progress=False)
     theirs = ref("a red circle moving right", generator=torch.Generator().manual_seed(0), output_type="latent",
                  **params).frames
     assert torch.allclose(ours.latents.float(), theirs.float(), atol=1e-4)
@@ -109,8 +111,20 @@ def test_learned_colour_and_direction(sample_report):
     assert acc["color"] >= 0.9 and acc["direction"] >= 0.85, sample_report.summary()
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped model's shapes are still too far from the "
-                   "templates (strict joint accuracy 0.32 seen at the default guidance 3, 0.02 at 7.5; toy README, 'Status')")
+def test_guiding_only_the_early_steps_names_more_shapes(pipe, sample_report):
+    """The preset's default guidance interval (t >= 700) against guidance at every step, same sample: the
+    strict reader names more of the asked-for shapes, and colour and direction hold (toy README, 'Status')."""
+    clips = data.seen_clips()[::3] + data.held_out_clips()
+    every = evaluate.evaluate(lambda prompt, seed: pipe.generate(prompt, seed=seed, guidance_interval=None,
+                                                                 progress=False).frames,
+                              clips, seeds=(100,), progress=False)
+    interval = sample_report.accuracy["all"]
+    assert interval["shape"] > every.accuracy["all"]["shape"] + 0.1, (sample_report.summary(), every.summary())
+    assert interval["color"] >= every.accuracy["all"]["color"] - 0.05
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped model's shapes are still too far from the templates (strict "
+                   "joint accuracy 0.62 seen / 0.44 held out at the defaults, 0.32 / 0.22 guiding every step; toy README, 'Status')")
 def test_meets_the_accuracy_targets_on_a_fixed_sample(sample_report):
     """Issue 13's targets with the strict evaluator: joint >= 0.90 seen, >= 0.75 held out."""
     assert sample_report.accuracy["seen"]["joint"] >= 0.90, sample_report.summary()

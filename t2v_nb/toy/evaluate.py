@@ -326,6 +326,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="toy-shapes", help="preset or model directory")
     p.add_argument("--seeds", type=int, default=3, help="seeds per caption (0..N-1)")
     p.add_argument("--guidance-scale", type=float, help="instead of the model's default")
+    p.add_argument("--guidance-interval", metavar="LOW,HIGH|none",
+                   help="timesteps where guidance applies, instead of the model's default; 'none': every step")
     p.add_argument("--json", help="also write the report here")
     args = p.parse_args(argv)
 
@@ -333,6 +335,12 @@ def main(argv=None) -> int:
 
     pipe = t2v_nb.load(args.model)
     kwargs = {} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}
+    if args.guidance_interval is not None:
+        text = args.guidance_interval.strip().lower()
+        try:
+            kwargs["guidance_interval"] = None if text == "none" else tuple(float(v) for v in text.split(","))
+        except ValueError:
+            p.error(f"--guidance-interval takes LOW,HIGH or none, not {args.guidance_interval!r}")
     t0 = time.time()
     report = evaluate(lambda prompt, seed: pipe.generate(prompt, seed=seed, progress=False, **kwargs).frames,
                       seeds=range(args.seeds))

@@ -507,7 +507,8 @@ def export(workdir: str, out: str, fit_preview: bool = True) -> None:
         "vae": ["diffusers", "AutoencoderKL"],
         "scheduler": ["diffusers", "DDIMScheduler"],
         "t2v_nb_defaults": {"height": 64, "width": 64, "num_frames": 8, "num_inference_steps": 20,
-                            "guidance_scale": 3.0, "scheduler": "dpm++", "fps": 8.0},
+                            "guidance_scale": 3.0, "guidance_interval": [700.0, 1000.0], "scheduler": "dpm++",
+                            "fps": 8.0},
         "training": {"unet_steps": ckpt["state"]["step"], "unet_minutes": round(ckpt["state"]["seconds"] / 60, 1),
                      "vae_steps": vae_state["step"], "decoder_steps": vae_state.get("decoder", {}).get("step", 0)},
     }
