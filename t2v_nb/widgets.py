@@ -56,13 +56,16 @@ class Studio:
         prompt, negative_prompt, seed, num_inference_steps, guidance_scale, num_frames, scheduler: the
             starting values of the controls (defaults: the model's, `pipe.defaults`).
         capture_attention: start with "capture attention" ticked (records cross-attention: word maps).
+        early_guidance_only: for a model whose defaults guide only some steps (`guidance_interval`, e.g.
+            toy-shapes: while t >= 700), start with that box ticked (default) or not (guidance at every step).
+            Models that guide every step do not show the box.
         min_update_interval: the live preview is redrawn after every step, but at most this often (s).
     """
 
     def __init__(self, pipe, prompt: str = "", *, negative_prompt: str = "", seed: int = 0,
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  num_frames: int | None = None, scheduler: str | None = None, capture_attention: bool = False,
-                 min_update_interval: float = 0.05):
+                 early_guidance_only: bool = True, min_update_interval: float = 0.05):
         self.pipe = pipe
         d = pipe.defaults
         self.run = None  # the current Run
@@ -105,6 +108,11 @@ class Studio:
                                     style=style, layout=W.Layout(width="230px"))
         self.capture_attention = W.Checkbox(capture_attention, description="capture attention", indent=False,
                                             layout=W.Layout(width="160px"))
+        self._interval = d.get("guidance_interval")  # the model's own, or None (guidance at every step)
+        low = f"{self._interval[0]:g}" if self._interval else ""
+        self.early_guidance = W.Checkbox(bool(self._interval) and early_guidance_only, indent=False,
+                                         description=f"guide only t \u2265 {low}",
+                                         layout=W.Layout(width="170px", display=None if self._interval else "none"))
         # --- run controls
         self.run_button = W.Button(description="Run", button_style="primary", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
@@ -136,7 +144,8 @@ class Studio:
                              (self.prompt, "prompt"), (self.negative_prompt, "negative-prompt"), (self.seed, "seed"),
                              (self.num_inference_steps, "steps"), (self.guidance_scale, "guidance"),
                              (self.num_frames, "frames"), (self.size, "size"), (self.scheduler, "scheduler"),
-                             (self.capture_attention, "attention"), (self.view, "view"), (self.word, "word"),
+                             (self.capture_attention, "attention"), (self.early_guidance, "early-guidance"),
+                             (self.view, "view"), (self.word, "word"),
                              (self.step_slider, "step-slider"), (self.frame_slider, "frame-slider"),
                              (self.play, "play"), (self.preview, "preview"), (self.frame_image, "frame"),
                              (self.word_image, "words"), (self.plot, "plot")]:
@@ -155,7 +164,7 @@ class Studio:
         self.widget = W.VBox([
             row(self.prompt, self.negative_prompt),
             row(self.seed, self.num_inference_steps, self.guidance_scale, self.num_frames, self.size,
-                self.scheduler, self.capture_attention),
+                self.scheduler, self.capture_attention, self.early_guidance),
             row(self.run_button, self.stop_button, self.continue_button, self.progress, self.status),
             self.message,
             row(self.view, self.word),
@@ -196,7 +205,8 @@ class Studio:
         return {"prompt": self.prompt.value, "negative_prompt": self.negative_prompt.value, "seed": self.seed.value,
                 "num_inference_steps": self.num_inference_steps.value, "guidance_scale": self.guidance_scale.value,
                 "num_frames": self.num_frames.value, "height": height, "width": width,
-                "scheduler": self.scheduler.value}
+                "scheduler": self.scheduler.value,
+                "guidance_interval": self._interval if self.early_guidance.value else None}
 
     # ------------------------------------------------------------------ run, stop, continue
 
@@ -346,7 +356,8 @@ class Studio:
     def _set_busy(self, busy: bool) -> None:
         """Settings and scrubbing are locked while the loop runs; Stop only then."""
         for w in (self.run_button, self.prompt, self.negative_prompt, self.seed, self.num_inference_steps,
-                  self.guidance_scale, self.num_frames, self.size, self.scheduler, self.capture_attention):
+                  self.guidance_scale, self.num_frames, self.size, self.scheduler, self.capture_attention,
+                  self.early_guidance):
             w.disabled = busy
         self.stop_button.disabled = not busy
         self.continue_button.disabled = busy or self.run is None or self.run.done or self.run.i == 0

@@ -325,3 +325,23 @@ def test_the_studio_runs_the_flow_toy_to_the_end_with_no_notes():
     assert any("circle" in w for w in words) and not any("\u2581" in w for w in words), words
     assert png(studio.preview).startswith(b"\x89PNG")
     assert studio.notes == [] and studio.message.value == "", studio.notes
+
+
+def test_early_guidance_box_follows_the_models_interval():
+    """A model that guides only some steps (toy-shapes: t >= 700) shows the box, ticked: runs use its interval;
+    unticked, guidance at every step. A model that guides every step hides it."""
+    plain = Studio(tiny_pipe())
+    assert plain.early_guidance.layout.display == "none" and plain.settings()["guidance_interval"] is None
+    plain.close()
+    pipe = tiny_pipe()
+    pipe.defaults["guidance_interval"] = (500.0, 1000.0)
+    studio = Studio(pipe)
+    assert studio.early_guidance.layout.display != "none" and studio.early_guidance.value
+    assert "500" in studio.early_guidance.description
+    run_to_end(studio)
+    assert studio.run.params["guidance_interval"] == (500.0, 1000.0)
+    studio.early_guidance.value = False
+    run_to_end(studio)
+    assert studio.run.params["guidance_interval"] is None
+    assert Studio(pipe, early_guidance_only=False).settings()["guidance_interval"] is None
+    studio.close()
