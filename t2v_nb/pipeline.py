@@ -253,8 +253,8 @@ class StepwisePipeline:
         g = d["guidance_scale"] if guidance_scale is None else guidance_scale
         if isinstance(g, bool) or not isinstance(g, numbers.Real) or not math.isfinite(float(g)):
             raise ValueError(f"guidance_scale must be a finite number, got {g!r}.")
-        interval = d.get("guidance_interval") if isinstance(guidance_interval, str) and guidance_interval == "default" \
-            else guidance_interval
+        use_default = isinstance(guidance_interval, str) and guidance_interval == "default"  # (an array == str warns)
+        interval = d.get("guidance_interval") if use_default else guidance_interval
         return {"prompt": prompt, "negative_prompt": negative_prompt, "seed": seed, **params,
                 "guidance_scale": float(g), "guidance_interval": _check_interval(interval)}
 

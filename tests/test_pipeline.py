@@ -223,7 +223,8 @@ def test_guidance_interval_guides_only_inside_it(pipe):
     assert run.params["guidance_interval"] == (low, 1000.0)
     first, second = run.step(), run.step()
     assert run.guided_at(run.timesteps[0]) and not run.guided_at(run.timesteps[1])
-    assert torch.allclose(first.noise_pred, first.noise_pred_uncond + 5.0 * (first.noise_pred_text - first.noise_pred_uncond))
+    by_hand = first.noise_pred_uncond + 5.0 * (first.noise_pred_text - first.noise_pred_uncond)
+    assert torch.allclose(first.noise_pred, by_hand)
     assert torch.equal(first.next_latents, full.trace["step.next_latents"][0])  # same first step
     assert second.noise_pred_uncond is not None and torch.equal(second.noise_pred, second.noise_pred_text)
     assert not torch.allclose(second.noise_pred, second.noise_pred_uncond)
