@@ -24,6 +24,23 @@ def test_schedule_reaches_pure_noise_and_loss_weights_stay_finite():
         train.loss_weights(ac, "uniform")
 
 
+def test_unet_learning_rate_warms_up_holds_then_decays_to_zero():
+    lr, steps = 5e-4, 12000
+    rates = [train.unet_lr(s, steps, lr, decay_steps=3000) for s in range(steps)]
+    assert rates[0] == pytest.approx(lr / train.WARMUP_STEPS) and rates[train.WARMUP_STEPS - 1] == pytest.approx(lr)
+    assert all(r == pytest.approx(lr) for r in rates[train.WARMUP_STEPS:9000])  # stable until the last 3,000
+    decay = rates[9000:]
+    assert all(a > b for a, b in zip(decay, decay[1:])) and decay[-1] == pytest.approx(0.0, abs=1e-12)
+    assert decay[1499] == pytest.approx(lr / 2, rel=1e-3)  # a cosine: half way down at the middle
+    # a longer run with the same decay holds the rate longer: identical until its own decay begins
+    longer = [train.unet_lr(s, 16000, lr, decay_steps=3000) for s in range(13000)]
+    assert longer[:9000] == rates[:9000] and longer[12999] == pytest.approx(lr)
+    assert train.unet_lr(9, 10, lr, decay_steps=0) == pytest.approx(lr * 10 / train.WARMUP_STEPS)  # no decay
+    assert train.unet_lr(9, 10, lr, decay_steps=3000) == pytest.approx(0.0, abs=1e-12)  # decay covers a short run
+    with pytest.raises(ValueError, match="decay_steps"):
+        train.unet_lr(0, 10, lr, decay_steps=-1)
+
+
 def test_warm_start_moves_the_spatial_layers_between_unet_kinds():
     motion = components.build_unet(seed=1, kind="motion")
     unet3d = components.build_unet(seed=2, kind="3d")
@@ -77,11 +94,16 @@ def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, monkeypatch):
     ckpt = torch.load(os.path.join(work, "unet.pt"), weights_only=False)
     assert ckpt["state"]["step"] == 1 and ckpt["state"]["seconds_by_device"]["cpu"] > 0
     assert all(v.device.type == "cpu" for v in ckpt["ema_unet"].values())  # resumable on a machine without a GPU
+    train.train_unet(work, steps=4, batch_size=2, eval_every=0, decay_steps=2)
+    stable = torch.load(train.stable_checkpoint_path(work), weights_only=False)  # kept from before the decay
+    assert stable["state"]["step"] == 2 and stable["opt"]["param_groups"][0]["lr"] == pytest.approx(5e-4 * 2 / 300)
+    assert torch.load(os.path.join(work, "unet.pt"), weights_only=False)["state"]["step"] == 4
 
     out = str(tmp_path / "export")
     train.export(work, out)
     index = json.load(open(os.path.join(out, "model_index.json")))
-    assert index["training"]["unet_steps"] == 1 and index["training"]["decoder_steps"] == 2
+    assert index["training"]["unet_steps"] == 4 and index["training"]["decoder_steps"] == 2
+    assert index["training"]["unet_decay_steps"] == 2
     assert {"vocab.json", "merges.txt", "tokenizer.json"} <= set(os.listdir(os.path.join(out, "tokenizer")))
     pipe = t2v_nb.load(out)
     video = pipe.generate("a red circle moving right", seed=0, num_inference_steps=2, progress=False)

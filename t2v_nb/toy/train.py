@@ -286,14 +286,40 @@ def loss_weights(alphas_cumprod: torch.Tensor, scheme: str = "layout", gamma: fl
     raise ValueError(f"Unsupported prediction_type {prediction_type!r}; expected 'epsilon' or 'v_prediction'.")
 
 
+WARMUP_STEPS = 300
+
+
+def unet_lr(step: int, steps: int, lr: float, decay_steps: int) -> float:
+    """Learning rate of UNet step `step` (0-based) of `steps`: a linear warm-up over the first 300 steps, then
+    constant ("stable"), then over the last `decay_steps` (at most all of them) a cosine down to zero
+    (warm-up, stable, decay). Because the decay is tied to the end, a run can be lengthened before it reaches
+    the decay: the stable phase just goes on (see `stable_checkpoint_path`)."""
+    if decay_steps < 0:
+        raise ValueError(f"decay_steps must be >= 0, got {decay_steps}")
+    decay_steps = min(decay_steps, steps)
+    rate = lr * min(1.0, (step + 1) / WARMUP_STEPS)
+    start = steps - decay_steps
+    if decay_steps and step >= start:
+        rate *= 0.5 * (1 + math.cos(math.pi * (step - start + 1) / decay_steps))
+    return rate
+
+
+def stable_checkpoint_path(workdir: str) -> str:
+    """Where train_unet keeps the checkpoint from the step before the decay began: start a longer run from
+    a copy of it (as <workdir>/unet.pt) to go on with the stable phase."""
+    return os.path.join(workdir, "unet_stable.pt")
+
+
 def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4, seed: int = 0,
                p_uncond: float = 0.1, snr_gamma: float = 5.0, ema_decay: float = 0.999,
                weighting: str = "layout", freeze_text_encoder: bool = False, kind: str = "3d",
                warm_start_from: str | None = None, eval_every: int = 1000, device: str = "cpu",
-               max_minutes: float | None = None) -> None:
+               max_minutes: float | None = None, decay_steps: int = 3000) -> None:
     """Stage 3. `device`: where the UNet trains ("cpu", "cuda"); the random numbers are drawn on the CPU
     either way, so a run can move between machines and go on with the same batches. `max_minutes`: stop this
-    invocation (with a checkpoint) after that many wall-clock minutes; the same command goes on later."""
+    invocation (with a checkpoint) after that many wall-clock minutes; the same command goes on later.
+    `decay_steps`: the learning rate's cosine decay to zero over the last that many steps (`unet_lr`)."""
+    unet_lr(0, steps, lr, decay_steps)  # bad values fail before any work
     path = os.path.join(workdir, "unet.pt")
     device = torch.device(device)
     deadline = None if max_minutes is None else time.time() + 60 * max_minutes
@@ -329,6 +355,7 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
             opt.load_state_dict(ckpt["opt"])  # moves the moments to the parameters' device
         state = {"unet_kind": kind, **ckpt["state"]}
     state.setdefault("seconds_by_device", {"cpu": state["seconds"]})  # runs from before devices trained on the CPU
+    state["decay_steps"] = decay_steps  # for the export's record of the recipe
 
     clips = data.all_clips()
     # Token ids of every caption variant, and of "" for the unconditional branch.
@@ -396,8 +423,12 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
         pred = unet_out(unet, text_encoder, noisy, t, input_ids)
         per_sample = (pred - target(x0, noise, t)).pow(2).mean(dim=(1, 2, 3, 4))
         loss = (per_sample * weight[t]).mean()
+        if 0 < decay_steps < steps and state["step"] == steps - decay_steps \
+                and not os.path.exists(stable_checkpoint_path(workdir)):
+            _save_unet(stable_checkpoint_path(workdir), unet, text_encoder, ema, opt, state)
+        rate = unet_lr(state["step"], steps, lr, decay_steps)
         for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (state["step"] + 1) / 300)
+            g["lr"] = rate
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -415,7 +446,7 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
         if state["step"] % 50 == 0:
             row = {"stage": "unet", "step": state["step"], "loss": torch.stack(running).mean().item(),
                    "minutes": state["seconds"] / 60, "cpu_minutes": state.get("cpu_seconds", 0.0) / 60,
-                   "device": device.type}
+                   "device": device.type, "lr": rate}
             if state["step"] % 250 == 0:
                 row.update(probe())
             _log(workdir, **row)
@@ -510,7 +541,8 @@ def export(workdir: str, out: str, fit_preview: bool = True) -> None:
                             "guidance_scale": 3.0, "guidance_interval": [700.0, 1000.0], "scheduler": "dpm++",
                             "fps": 8.0},
         "training": {"unet_steps": ckpt["state"]["step"], "unet_minutes": round(ckpt["state"]["seconds"] / 60, 1),
-                     "vae_steps": vae_state["step"], "decoder_steps": vae_state.get("decoder", {}).get("step", 0)},
+                     "vae_steps": vae_state["step"], "decoder_steps": vae_state.get("decoder", {}).get("step", 0),
+                     **({"unet_decay_steps": ckpt["state"]["decay_steps"]} if "decay_steps" in ckpt["state"] else {})},
     }
     with open(os.path.join(out, "model_index.json"), "w") as f:
         json.dump(index, f, indent=2)
@@ -571,7 +603,9 @@ def main(argv=None) -> None:
     p.add_argument("--eval-every", type=int, default=1000, help="UNet steps between strict-accuracy samples (0: never)")
     p.add_argument("--num-videos", type=int, default=12000, help="videos in the latent cache")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, default=5e-4, help="UNet learning rate of the stable phase")
+    p.add_argument("--decay-steps", type=int, default=3000,
+                   help="the UNet learning rate decays to zero (cosine) over the last this many steps")
     p.add_argument("--weighting", choices=("layout", "min-snr"), default="layout",
                    help="loss weight per timestep (see loss_weights)")
     p.add_argument("--threads", type=int, default=2)
@@ -611,7 +645,7 @@ def main(argv=None) -> None:
     train_unet(args.workdir, args.unet_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                weighting=args.weighting, freeze_text_encoder=args.freeze_text_encoder, kind=args.unet,
                warm_start_from=args.warm_start, eval_every=args.eval_every, device=args.device,
-               max_minutes=args.max_minutes)
+               max_minutes=args.max_minutes, decay_steps=args.decay_steps)
 
 
 if __name__ == "__main__":
