@@ -91,9 +91,7 @@ def onestep(model: str, timesteps=(100, 300, 500, 700, 900)) -> None:
 
 def _mask(video: np.ndarray) -> np.ndarray:
     """Foreground [F, H, W]: far from the border's median colour, relative to the frame's brightest blob."""
-    smooth = evaluate._box3(evaluate._as_video(video))
-    border = np.concatenate([smooth[:, 0], smooth[:, -1], smooth[:, 1:-1, 0], smooth[:, 1:-1, -1]], axis=1)
-    dist = np.linalg.norm(smooth - np.median(border, axis=1)[:, None, None], axis=-1)
+    dist, _ = evaluate.background_distance(evaluate._box3(evaluate._as_video(video)))
     level = np.percentile(dist.reshape(len(dist), -1), 99.5, axis=1)
     return dist > np.maximum(0.5 * level, 0.1)[:, None, None]
 
@@ -129,8 +127,7 @@ def steps(model: str, seeds: int = 1, counts=(4, 6, 8, 10, 12, 20)) -> None:
         report = evaluate.evaluate(lambda prompt, seed: pipe.generate(prompt, seed=seed, num_inference_steps=k,
                                                                       progress=False).frames,
                                    data.all_clips(), seeds=tuple(range(seeds)), progress=False)
-        ious = {s: round(float(np.mean([r.detection.iou[s] if r.detection.iou else 0.0
-                                        for r in report.rows if r.clip.shape == s])), 3) for s in data.SHAPES}
+        ious = {s: round(v, 3) for s, v in report.mean_iou().items()}
         a = report.accuracy
         print(f"{model}  {k} steps ({time.time() - t0:.0f} s): joint seen {a['seen']['joint']:.3f}, held out "
               f"{a['held_out']['joint']:.3f}; direction {a['seen']['direction']:.3f} / {a['held_out']['direction']:.3f}; "

@@ -181,6 +181,15 @@ def _classify_shape(ious: dict[str, float]) -> str | None:
     return best if ious[best] >= MIN_IOU else None
 
 
+def background_distance(video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's colour distance [F, H, W] from its frame's background (the median of the border pixels),
+    and the border pixels' own distances [F, B]."""
+    border = np.concatenate([video[:, 0], video[:, -1], video[:, 1:-1, 0], video[:, 1:-1, -1]], axis=1)
+    background = np.median(border, axis=1)  # [F, 3]
+    return (np.linalg.norm(video - background[:, None, None], axis=-1),
+            np.linalg.norm(border - background[:, None], axis=-1))
+
+
 def detect(video: np.ndarray, min_displacement: float = MIN_DISPLACEMENT) -> Detection:
     """Reads the colour, shape and direction of motion of the one shape in a video.
 
@@ -198,10 +207,7 @@ def detect(video: np.ndarray, min_displacement: float = MIN_DISPLACEMENT) -> Det
     video = _as_video(video)
     f, h, w, _ = video.shape
     smooth = _box3(video)  # the mask is drawn on a lightly smoothed copy, so noise gives clean edges
-    border = np.concatenate([smooth[:, 0], smooth[:, -1], smooth[:, 1:-1, 0], smooth[:, 1:-1, -1]], axis=1)
-    background = np.median(border, axis=1)  # [F, 3]
-    dist = np.linalg.norm(smooth - background[:, None, None], axis=-1)  # [F, H, W]
-    border_dist = np.linalg.norm(border - background[:, None], axis=-1)  # [F, B]
+    dist, border_dist = background_distance(smooth)
     noise = np.median(border_dist, axis=1) / 1.54  # per-channel sigma, if the noise is Gaussian
     level = np.percentile(dist.reshape(f, -1), 99.5, axis=1)  # contrast of the brightest blob
     threshold = np.maximum(np.maximum(0.5 * level, 4.0 * noise), MIN_CONTRAST)  # [F]
@@ -274,6 +280,13 @@ class Report:
                          "correct": dict(s.correct)})
         return {"accuracy": self.accuracy, "counts": self.counts, "rows": rows}
 
+    def mean_iou(self) -> dict[str, float]:
+        """Per shape asked for, the mean IoU of the detected blob with that shape's template (videos with no
+        blob left out)."""
+        ious = {s: [r.detection.iou[s] for r in self.rows if r.clip.shape == s and r.detection.iou]
+                for s in data.SHAPES}
+        return {s: float(np.mean(v)) for s, v in ious.items() if v}
+
     def summary(self) -> str:
         """A small table: one row per group, one column per attribute."""
         cols = (*ATTRIBUTES, "joint")
@@ -345,8 +358,7 @@ def main(argv=None) -> int:
     report = evaluate(lambda prompt, seed: pipe.generate(prompt, seed=seed, progress=False, **kwargs).frames,
                       seeds=range(args.seeds))
     print(report.summary())
-    ious = {s: [r.detection.iou[s] for r in report.rows if r.clip.shape == s and r.detection.iou] for s in data.SHAPES}
-    print("mean template IoU: " + ", ".join(f"{s} {np.mean(v):.3f}" for s, v in ious.items() if v))
+    print("mean template IoU: " + ", ".join(f"{s} {v:.3f}" for s, v in report.mean_iou().items()))
     print(f"{report.counts['all']} videos in {time.time() - t0:.0f} s with {pipe}, {kwargs or 'default settings'}")
     if args.json:
         with open(args.json, "w") as f:

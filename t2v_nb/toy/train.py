@@ -406,6 +406,9 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
              for pe, p in zip(ema[name].parameters(), live.parameters()) if p.requires_grad]
     ema_params, live_params = [pe for pe, _ in pairs], [p for _, p in pairs]
     while state["step"] < steps and not _stop and (deadline is None or time.time() < deadline):
+        if 0 < decay_steps < steps and state["step"] == steps - decay_steps \
+                and not os.path.exists(stable_checkpoint_path(workdir)):
+            _save_unet(stable_checkpoint_path(workdir), unet, text_encoder, ema, opt, state)
         t0, c0 = time.time(), time.process_time()
         idx = torch.randint(0, len(clip_of), (batch_size,), generator=gen)
         on_device = idx.to(device)
@@ -423,9 +426,6 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
         pred = unet_out(unet, text_encoder, noisy, t, input_ids)
         per_sample = (pred - target(x0, noise, t)).pow(2).mean(dim=(1, 2, 3, 4))
         loss = (per_sample * weight[t]).mean()
-        if 0 < decay_steps < steps and state["step"] == steps - decay_steps \
-                and not os.path.exists(stable_checkpoint_path(workdir)):
-            _save_unet(stable_checkpoint_path(workdir), unet, text_encoder, ema, opt, state)
         rate = unet_lr(state["step"], steps, lr, decay_steps)
         for g in opt.param_groups:
             g["lr"] = rate
