@@ -56,6 +56,14 @@ def test_warm_start_moves_the_spatial_layers_between_unet_kinds():
         components.build_unet(kind="2d")
 
 
+def test_unet_width_is_an_option_checked_against_its_norm_groups():
+    assert components.build_unet(kind="3d").config.block_out_channels == (32, 64)  # the shipped width
+    assert components.build_unet(kind="motion", channels=16).config.block_out_channels == (16, 32)
+    for bad in (12, 0, -8, 16.0):
+        with pytest.raises(ValueError, match="multiple of 8"):
+            components.build_unet(channels=bad)
+
+
 def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, monkeypatch):
     """The whole recipe on a toy budget: each stage checkpoints, a second call with the same budget does
     nothing, the decoder stage leaves the encoder alone, and the export loads."""
@@ -87,7 +95,7 @@ def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, monkeypatch):
     assert torch.load(os.path.join(work, "vae.pt"), weights_only=False)["state"]["decoder"]["step"] == 2
 
     train.encode_dataset(work, num_videos=4, chunk=4)
-    train.train_unet(work, steps=1, batch_size=2, eval_every=0)
+    train.train_unet(work, steps=1, batch_size=2, eval_every=0, channels=16)  # a narrower UNet than shipped
     train.train_unet(work, steps=1, batch_size=2, eval_every=0)  # resumes at its budget: no step
     assert torch.load(os.path.join(work, "unet.pt"), weights_only=False)["state"]["step"] == 1
     train.train_unet(work, steps=5, batch_size=2, eval_every=0, device="cpu", max_minutes=0)  # out of time at once
@@ -97,13 +105,15 @@ def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, monkeypatch):
     train.train_unet(work, steps=4, batch_size=2, eval_every=0, decay_steps=2)
     stable = torch.load(train.stable_checkpoint_path(work), weights_only=False)  # kept from before the decay
     assert stable["state"]["step"] == 2 and stable["opt"]["param_groups"][0]["lr"] == pytest.approx(5e-4 * 2 / 300)
-    assert torch.load(os.path.join(work, "unet.pt"), weights_only=False)["state"]["step"] == 4
+    ckpt = torch.load(os.path.join(work, "unet.pt"), weights_only=False)
+    assert ckpt["state"]["step"] == 4 and ckpt["state"]["unet_channels"] == 16  # resumed runs keep their width
 
     out = str(tmp_path / "export")
     train.export(work, out)
     index = json.load(open(os.path.join(out, "model_index.json")))
     assert index["training"]["unet_steps"] == 4 and index["training"]["decoder_steps"] == 2
     assert index["training"]["unet_decay_steps"] == 2
+    assert json.load(open(os.path.join(out, "unet", "config.json")))["block_out_channels"] == [16, 32]
     assert {"vocab.json", "merges.txt", "tokenizer.json"} <= set(os.listdir(os.path.join(out, "tokenizer")))
     pipe = t2v_nb.load(out)
     video = pipe.generate("a red circle moving right", seed=0, num_inference_steps=2, progress=False)

@@ -314,11 +314,13 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
                p_uncond: float = 0.1, snr_gamma: float = 5.0, ema_decay: float = 0.999,
                weighting: str = "layout", freeze_text_encoder: bool = False, kind: str = "3d",
                warm_start_from: str | None = None, eval_every: int = 1000, device: str = "cpu",
-               max_minutes: float | None = None, decay_steps: int = 3000) -> None:
+               max_minutes: float | None = None, decay_steps: int = 3000,
+               channels: int = components.UNET_CHANNELS) -> None:
     """Stage 3. `device`: where the UNet trains ("cpu", "cuda"); the random numbers are drawn on the CPU
     either way, so a run can move between machines and go on with the same batches. `max_minutes`: stop this
     invocation (with a checkpoint) after that many wall-clock minutes; the same command goes on later.
-    `decay_steps`: the learning rate's cosine decay to zero over the last that many steps (`unet_lr`)."""
+    `decay_steps`: the learning rate's cosine decay to zero over the last that many steps (`unet_lr`).
+    `kind`, `channels`: the UNet of a new run (a resumed run keeps its checkpoint's)."""
     unet_lr(0, steps, lr, decay_steps)  # bad values fail before any work
     path = os.path.join(workdir, "unet.pt")
     device = torch.device(device)
@@ -329,8 +331,8 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     text_encoder = components.build_text_encoder(len(tokenizer), seed)
     ckpt = torch.load(path, weights_only=False, map_location="cpu") if os.path.exists(path) else None
     if ckpt is not None:
-        kind = _ckpt_kind(ckpt)
-    unet = components.build_unet(seed, kind)
+        kind, channels = _ckpt_kind(ckpt), _ckpt_channels(ckpt)
+    unet = components.build_unet(seed, kind, channels)
     if warm_start_from and ckpt is None:
         fresh = components.warm_start(unet, _load_unet_weights(warm_start_from))
         print(f"warm start from {warm_start_from}: {len(fresh)} of {len(unet.state_dict())} tensors start fresh")
@@ -345,7 +347,7 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     ema = {"unet": copy.deepcopy(unet).requires_grad_(False), "text_encoder": copy.deepcopy(text_encoder).requires_grad_(False)}
-    state = {"step": 0, "seconds": 0.0, "unet_kind": kind}
+    state = {"step": 0, "seconds": 0.0, "unet_kind": kind, "unet_channels": channels}
     if ckpt is not None:
         unet.load_state_dict(ckpt["unet"])
         text_encoder.load_state_dict(ckpt["text_encoder"])
@@ -353,7 +355,7 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
         ema["text_encoder"].load_state_dict(ckpt["ema_text_encoder"])
         if ckpt["opt"] is not None:
             opt.load_state_dict(ckpt["opt"])  # moves the moments to the parameters' device
-        state = {"unet_kind": kind, **ckpt["state"]}
+        state = {"unet_kind": kind, "unet_channels": channels, **ckpt["state"]}
     state.setdefault("seconds_by_device", {"cpu": state["seconds"]})  # runs from before devices trained on the CPU
     state["decay_steps"] = decay_steps  # for the export's record of the recipe
 
@@ -484,6 +486,11 @@ def _ckpt_kind(ckpt: dict) -> str:
     return ckpt["state"].get("unet_kind", "motion")
 
 
+def _ckpt_channels(ckpt: dict) -> int:
+    """The UNet width of a checkpoint; those from before the option have the shipped width."""
+    return ckpt["state"].get("unet_channels", components.UNET_CHANNELS)
+
+
 def _load_unet_weights(source: str) -> dict:
     """UNet weights from a work directory (its EMA weights) or an exported model directory."""
     if os.path.isfile(os.path.join(source, "unet.pt")):
@@ -513,7 +520,7 @@ def export(workdir: str, out: str, fit_preview: bool = True) -> None:
     text_encoder = components.build_text_encoder(len(tokenizer))
     ckpt = torch.load(os.path.join(workdir, "unet.pt"), weights_only=False)
     kind = _ckpt_kind(ckpt)
-    unet = components.build_unet(kind=kind)
+    unet = components.build_unet(kind=kind, channels=_ckpt_channels(ckpt))
     text_encoder.load_state_dict(ckpt["ema_text_encoder"])
     unet.load_state_dict(ckpt["ema_unet"])
     vae = load_vae(workdir)
@@ -587,7 +594,7 @@ def init_from(workdir: str, model_dir: str) -> None:
         unet = getattr(diffusers, unet_cls).from_pretrained(os.path.join(model_dir, "unet"))
         te = CLIPTextModel.from_pretrained(os.path.join(model_dir, "text_encoder"))
         state = {"step": info.get("unet_steps", 0), "seconds": info.get("unet_minutes", 0.0) * 60,
-                 "unet_kind": components.unet_kind(unet)}
+                 "unet_kind": components.unet_kind(unet), "unet_channels": unet.config.block_out_channels[0]}
         _save({"unet": unet.state_dict(), "text_encoder": te.state_dict(), "ema_unet": unet.state_dict(),
                "ema_text_encoder": te.state_dict(), "opt": None, "state": state}, os.path.join(workdir, "unet.pt"))
     print(f"initialised {workdir} from {model_dir}: {info}")
@@ -620,6 +627,9 @@ def main(argv=None) -> None:
     p.add_argument("--init-from", metavar="DIR", help="start from exported weights (e.g. t2v_nb/toy/weights)")
     p.add_argument("--unet", choices=sorted(components.UNET_CONFIGS), default="3d",
                    help="UNet kind of a new run: ModelScope's UNet3DConditionModel or AnimateDiff's UNetMotionModel")
+    p.add_argument("--unet-channels", type=int, default=components.UNET_CHANNELS,
+                   help="UNet width of a new run: channels of its first block, the second has twice as many "
+                   f"(default {components.UNET_CHANNELS}, the shipped model's)")
     p.add_argument("--warm-start", metavar="DIR", help="a new run's UNet starts with the tensors of the same name "
                    "and size from this work or model directory (e.g. the spatial layers of the other kind)")
     args = p.parse_args(argv)
@@ -645,7 +655,7 @@ def main(argv=None) -> None:
     train_unet(args.workdir, args.unet_steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                weighting=args.weighting, freeze_text_encoder=args.freeze_text_encoder, kind=args.unet,
                warm_start_from=args.warm_start, eval_every=args.eval_every, device=args.device,
-               max_minutes=args.max_minutes, decay_steps=args.decay_steps)
+               max_minutes=args.max_minutes, decay_steps=args.decay_steps, channels=args.unet_channels)
 
 
 if __name__ == "__main__":
