@@ -4,6 +4,8 @@
     python benchmarks/toy_diagnostics.py onestep DIR [DIR ...]   # the UNet's one-step x0 from noised data latents
     python benchmarks/toy_diagnostics.py calm DIR [DIR ...]      # how far early pred_x0 is from the final video
     python benchmarks/toy_diagnostics.py steps DIR [--seeds N]   # strict accuracy by number of DPM++ steps
+    python benchmarks/toy_diagnostics.py words DIR [DIR ...]     # how much the shape word changes a video
+    python benchmarks/toy_diagnostics.py unet-decoder DIR --out OUT   # decoder trained on the UNet's outputs
 
 DIR: a preset (toy-shapes) or an exported model directory (`python -m t2v_nb.toy.train --export`). Every
 figure is the strict evaluator's template IoU with the caption's shape (t2v_nb.toy.evaluate), per shape.
@@ -134,19 +136,114 @@ def steps(model: str, seeds: int = 1, counts=(4, 6, 8, 10, 12, 20)) -> None:
               f"colour {a['all']['color']:.3f}; IoU {ious}", flush=True)
 
 
+@torch.no_grad()
+def words(model: str, seed: int = 0) -> None:
+    """Per colour and pair of shapes, the mean absolute pixel difference between the two shapes' videos (same
+    colour, direction and seed; defaults), averaged over the 4 directions: near 0 means the model draws the
+    same video whichever of the two shapes is asked for. (A shift of the path counts too: a crude measure.)"""
+    pipe = t2v_nb.load(model)
+    pairs = [(a, b) for i, a in enumerate(data.SHAPES) for b in data.SHAPES[i + 1:]]
+    for colour in data.COLORS:
+        diffs = {pair: [] for pair in pairs}
+        for direction in data.DIRECTIONS:
+            v = {shape: pipe.generate(data.caption(data.Clip(colour, shape, direction)), seed=seed,
+                                      progress=False).frames for shape in data.SHAPES}
+            for a, b in pairs:
+                diffs[(a, b)].append(float(np.abs(v[a] - v[b]).mean()))
+        print(f"{model}  {colour:>6}: mean |video(a) - video(b)| " +
+              ", ".join(f"{a}/{b} {np.mean(d):.4f}" for (a, b), d in diffs.items()), flush=True)
+
+
+def unet_decoder(model: str, out: str, pairs: int = 1600, steps: int = 600, first: int = 6, last: int = 14,
+                 lr: float = 3e-4, seed: int = 11) -> None:
+    """Train a copy of `model`'s decoder (encoder frozen) on the UNet's own outputs and save the model to `out`.
+
+    Each pair: a training clip, its latents noised to the timestep of sampler step k (k in first..last of the
+    model's default steps), denoised from there by the UNet with the clip's caption and no guidance (what
+    the default sampler does at those steps), and the clean clip as the target. Half of each batch of 16
+    frames is such pairs, half the noisy-latent objective of the recipe's `decoder` stage. Evaluate `out`
+    with `python -m t2v_nb.toy.evaluate --model OUT --seeds 3`."""
+    import os
+    import shutil
+
+    from t2v_nb.models import PRESETS, toy_model_dir
+    from t2v_nb.toy.train import _reconstruction_loss
+
+    pipe = t2v_nb.load(model)
+    if pipe.family.name != "modelscope":
+        raise SystemExit(f"unet-decoder trains the VAE decoder of a toy-shapes model; {model} is {pipe.family.name}")
+    vae, sf = pipe.vae, pipe.vae.config.scaling_factor
+    rng = np.random.default_rng(seed)
+    t0, zs, xs = time.time(), [], []
+    with torch.no_grad():
+        for j in range(pairs):
+            videos, captions, _ = data.sample_batch(rng, 1, "train")
+            run = pipe.start(captions[0], seed=int(rng.integers(2**31)), guidance_scale=1.0, record=None)
+            k = int(rng.integers(first, last + 1))
+            z0 = pipe.encode_video(videos[0])
+            noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31))))
+            run.latents, run.i = run.scheduler.add_noise(z0, noise, run.timesteps[k].reshape(1)), k
+            run.finish(progress=False)
+            zs.append(run.latents[0].permute(1, 0, 2, 3) / sf)  # [F, C, h, w], unscaled
+            xs.append(torch.from_numpy(videos[0]).permute(0, 3, 1, 2) * 2 - 1)  # [F, 3, H, W] in [-1, 1]
+            if (j + 1) % 200 == 0:
+                print(f"{j + 1}/{pairs} pairs ({time.time() - t0:.0f} s)", flush=True)
+    Z, X, pair_seconds = torch.cat(zs), torch.cat(xs), time.time() - t0
+    vae.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    vae.decoder.train()
+    t1, running = time.time(), []
+    for step in range(steps):
+        idx = torch.from_numpy(rng.integers(0, len(Z), 8))
+        videos, _, _ = data.sample_batch(rng, 8, "all")
+        frames = videos[np.arange(8), rng.integers(0, data.NUM_FRAMES, 8)]
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2) * 2 - 1
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        z = z + torch.rand(8, 1, 1, 1, generator=gen) * 0.5 / sf * torch.randn(z.shape, generator=gen)
+        loss = _reconstruction_loss(vae.decode(torch.cat([Z[idx], z])).sample, torch.cat([X[idx], x]))
+        for g in opt.param_groups:
+            g["lr"] = lr if step < steps * 2 / 3 else lr * 0.3
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        running.append(loss.item())
+        if (step + 1) % 100 == 0:
+            print(f"decoder step {step + 1}/{steps}: loss {np.mean(running):.4f} ({time.time() - t1:.0f} s)", flush=True)
+            running = []
+    vae.eval().requires_grad_(False)
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    shutil.copytree(toy_model_dir(model) if model in PRESETS else model, out)
+    shutil.rmtree(os.path.join(out, "vae"))
+    vae.save_pretrained(os.path.join(out, "vae"), safe_serialization=True)
+    print(f"{model}: {pairs} pairs in {pair_seconds:.0f} s, {steps} decoder steps in {time.time() - t1:.0f} s; saved {out}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=("vae", "onestep", "calm", "steps"))
+    p.add_argument("what", choices=("vae", "onestep", "calm", "steps", "words", "unet-decoder"))
     p.add_argument("models", nargs="+", help="presets or model directories")
     p.add_argument("--seeds", type=int, default=1, help="steps: seeds per caption")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", help="unet-decoder: where to save the model with the new decoder")
+    p.add_argument("--pairs", type=int, default=1600, help="unet-decoder: UNet outputs to train on")
+    p.add_argument("--decoder-steps", type=int, default=600, help="unet-decoder: training steps")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     for model in args.models:
         if args.what == "steps":
             steps(model, args.seeds)
+        elif args.what == "unet-decoder":
+            if not args.out:
+                p.error("unet-decoder needs --out")
+            unet_decoder(model, args.out, pairs=args.pairs, steps=args.decoder_steps)
         else:
-            {"vae": vae, "onestep": onestep, "calm": calm}[args.what](model)
+            {"vae": vae, "onestep": onestep, "calm": calm, "words": words}[args.what](model)
 
 
 if __name__ == "__main__":
