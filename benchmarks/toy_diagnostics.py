@@ -167,7 +167,7 @@ def unet_decoder(model: str, out: str, pairs: int = 1600, steps: int = 600, firs
     import shutil
 
     from t2v_nb.models import PRESETS, toy_model_dir
-    from t2v_nb.toy.train import _reconstruction_loss
+    from t2v_nb.toy.train import _reconstruction_loss, noisy_latents
 
     pipe = t2v_nb.load(model)
     if pipe.family.name != "modelscope":
@@ -199,12 +199,7 @@ def unet_decoder(model: str, out: str, pairs: int = 1600, steps: int = 600, firs
     t1, running = time.time(), []
     for step in range(steps):
         idx = torch.from_numpy(rng.integers(0, len(Z), 8))
-        videos, _, _ = data.sample_batch(rng, 8, "all")
-        frames = videos[np.arange(8), rng.integers(0, data.NUM_FRAMES, 8)]
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2) * 2 - 1
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.mode()
-        z = z + torch.rand(8, 1, 1, 1, generator=gen) * 0.5 / sf * torch.randn(z.shape, generator=gen)
+        z, x = noisy_latents(vae, 8, 0.5, rng, gen)  # the recipe's decoder-stage objective
         loss = _reconstruction_loss(vae.decode(torch.cat([Z[idx], z])).sample, torch.cat([X[idx], x]))
         for g in opt.param_groups:
             g["lr"] = lr if step < steps * 2 / 3 else lr * 0.3

@@ -164,6 +164,18 @@ def load_vae(workdir: str):
     return vae.eval()
 
 
+def noisy_latents(vae, n: int, noise: float, rng: np.random.Generator, gen: torch.Generator):
+    """The decoder stage's batch: n random frames x [n, 3, H, W] in [-1, 1] and their latents (unscaled) with
+    Gaussian noise of a random size in [0, `noise`] scaled units, [n, C, h, w]."""
+    videos, _, _ = data.sample_batch(rng, n, "all")
+    frames = videos[np.arange(n), rng.integers(0, data.NUM_FRAMES, n)]  # [N, H, W, 3]
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mode()
+    sigma = torch.rand(n, 1, 1, 1, generator=gen) * noise / vae.config.scaling_factor
+    return z + sigma * torch.randn(z.shape, generator=gen), x
+
+
 def tune_decoder(workdir: str, steps: int, noise: float = 0.5, batch_frames: int = 16, lr: float = 3e-4,
                  seed: int = 0) -> None:
     """Stage 1b: the decoder learns to draw clean shapes from imprecise latents; the encoder stays as it is.
@@ -180,7 +192,6 @@ def tune_decoder(workdir: str, steps: int, noise: float = 0.5, batch_frames: int
     if tune["step"] >= steps:
         return
     vae = load_vae(workdir)
-    scale = vae.config.scaling_factor
     vae.encoder.requires_grad_(False)
     vae.quant_conv.requires_grad_(False)
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
@@ -198,14 +209,8 @@ def tune_decoder(workdir: str, steps: int, noise: float = 0.5, batch_frames: int
 
     while tune["step"] < steps and not _stop:
         t0, c0 = time.time(), time.process_time()
-        videos, _, _ = data.sample_batch(rng, batch_frames, "all")
-        frames = videos[np.arange(batch_frames), rng.integers(0, data.NUM_FRAMES, batch_frames)]  # [N, H, W, 3]
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2) * 2 - 1  # [N, 3, H, W] in [-1, 1]
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.mode()  # [N, C, h, w], unscaled
-        sigma = torch.rand(batch_frames, 1, 1, 1, generator=gen) * noise / scale
-        rec = vae.decode(z + sigma * torch.randn(z.shape, generator=gen)).sample
-        loss = _reconstruction_loss(rec, x)
+        z, x = noisy_latents(vae, batch_frames, noise, rng, gen)
+        loss = _reconstruction_loss(vae.decode(z).sample, x)
         for g in opt.param_groups:
             g["lr"] = lr if tune["step"] < steps * 2 / 3 else lr * 0.3
         opt.zero_grad(set_to_none=True)
