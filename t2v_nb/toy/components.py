@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
 import os
 import re
 
@@ -158,31 +159,72 @@ def build_text_encoder(vocab_size: int, seed: int = 0):
     return CLIPTextModel(config)
 
 
-def build_vae(seed: int = 0):
+VAE_SCALE_FACTOR = 8  # the shipped VAE's: 64x64 frames -> 8x8 latents
+
+
+def vae_config(scale_factor: int = VAE_SCALE_FACTOR) -> dict:
+    """The toy VAE's config for a spatial `scale_factor` (pixels per latent pixel): 8 (the shipped VAE, 8x8
+    latents) or 4 (16x16 latents: one downsampling fewer, the last of the 8 VAE's blocks left out)."""
+    if scale_factor not in (4, 8):
+        raise ValueError(f"VAE scale factor must be 4 or 8, got {scale_factor!r}.")
+    n = int(math.log2(scale_factor)) + 1  # blocks: each but the last halves the resolution
+    return {**VAE_CONFIG, "block_out_channels": VAE_CONFIG["block_out_channels"][:n],
+            "down_block_types": VAE_CONFIG["down_block_types"][:n], "up_block_types": VAE_CONFIG["up_block_types"][:n]}
+
+
+def vae_scale_factor(vae) -> int:
+    """Pixels per latent pixel of an AutoencoderKL, from its config (as diffusers' pipelines compute it)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def build_vae(seed: int = 0, scale_factor: int = VAE_SCALE_FACTOR):
     import torch
     from diffusers import AutoencoderKL
 
+    config = vae_config(scale_factor)
     torch.manual_seed(seed)
-    return AutoencoderKL(**VAE_CONFIG)
+    return AutoencoderKL(**config)
 
 
 UNET_CHANNELS = 32  # the shipped UNet's width: channels of its first block (the second has twice as many)
 
 
-def build_unet(seed: int = 0, kind: str = "3d", channels: int = UNET_CHANNELS):
-    """A fresh toy UNet of `kind`; `channels` sets its width (first block; the second block has twice as
-    many). A training step of the 3d kind at 64 channels took 2.4x the time of one at 32 (2 CPU threads,
-    batch 32), with 3.9x the parameters."""
-    import torch
-    import diffusers
+# The blocks without attention that a UNet for 16x16 latents puts in front of (down) and behind (up) the 8x8 one's.
+_PLAIN_BLOCKS = {"3d": ("DownBlock3D", "UpBlock3D"), "motion": ("DownBlockMotion", "UpBlockMotion")}
 
+
+def unet_config(kind: str = "3d", channels: int = UNET_CHANNELS, sample_size: int = 8) -> dict:
+    """The toy UNet's config. `channels` sets its width (first block; the others have twice as many).
+
+    `sample_size` is the latent size: 8 (the shipped VAE's) or 16 (a VAE with scale factor 4). For 16 the
+    UNet gets one more level in front, at 16x16, of ResNets and temporal convolutions only (blocks
+    (c, 2c, 2c)): attention at 16x16 made a training step 4.5x as slow as the 8x8 UNet's, the plain level
+    2.2x (1 CPU thread, batch 32). Its 8x8 and 4x4 levels are as the 8x8 UNet's, but twice as wide at 8x8.
+    """
     if kind not in UNET_CONFIGS:
         raise ValueError(f"Unknown UNet kind {kind!r}; expected one of {list(UNET_CONFIGS)}.")
     groups = UNET_CONFIGS[kind]["norm_num_groups"]
     if not isinstance(channels, int) or channels <= 0 or channels % groups:
         raise ValueError(f"UNet channels must be a positive multiple of {groups} (its GroupNorm groups), got {channels!r}.")
+    config = {**UNET_CONFIGS[kind], "block_out_channels": (channels, 2 * channels)}
+    if sample_size == 16:
+        down, up = _PLAIN_BLOCKS[kind]
+        config.update(sample_size=16, block_out_channels=(channels, 2 * channels, 2 * channels),
+                      down_block_types=(down, *config["down_block_types"]), up_block_types=(*config["up_block_types"], up))
+    elif sample_size != 8:
+        raise ValueError(f"UNet sample size (latent size) must be 8 or 16, got {sample_size!r}.")
+    return config
+
+
+def build_unet(seed: int = 0, kind: str = "3d", channels: int = UNET_CHANNELS, sample_size: int = 8):
+    """A fresh toy UNet (`unet_config`). A training step of the 3d kind at 64 channels took 2.4x the time of
+    one at 32 (2 CPU threads, batch 32), with 3.9x the parameters."""
+    import torch
+    import diffusers
+
+    config = unet_config(kind, channels, sample_size)
     torch.manual_seed(seed)
-    return getattr(diffusers, UNET_CLASSES[kind])(**{**UNET_CONFIGS[kind], "block_out_channels": (channels, 2 * channels)})
+    return getattr(diffusers, UNET_CLASSES[kind])(**config)
 
 
 def unet_kind(unet) -> str:

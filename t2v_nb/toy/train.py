@@ -3,7 +3,8 @@
 Three stages, each one checkpointed in the work directory so a run that is cut off carries on
 where it stopped when started again with the same command:
 
-1. ``vae``: an `AutoencoderKL` (64x64 RGB -> 4x8x8 latents) learns to reconstruct single frames;
+1. ``vae``: an `AutoencoderKL` (64x64 RGB -> 4x8x8 latents, or 4x16x16 with ``--vae-scale-factor 4``) learns
+   to reconstruct single frames;
    its `scaling_factor` (1 / std of the latents) is written into its config.
 2. ``latents``: a fixed set of training videos is encoded once (posterior mean and std per video),
    so the UNet stage spends its CPU on the UNet.
@@ -58,44 +59,49 @@ def _save(obj, path: str) -> None:
 
 # ---------------------------------------------------------------- stage 1: VAE
 
-def _crops(frames: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """A size x size crop of each frame that contains its shape, at offsets on the 8-pixel latent grid."""
+def _crops(frames: np.ndarray, rng: np.random.Generator, size: int = 32, grid: int = 8) -> np.ndarray:
+    """A size x size crop of each frame that contains its shape, at offsets on the latent grid (`grid` pixels)."""
     out = np.empty((len(frames), size, size, 3), np.float32)
     H = frames.shape[1]
     for k, frame in enumerate(frames):
         diff = np.abs(frame - frame[0, 0]).sum(-1)  # the corner pixel is background
         ys, xs = np.nonzero(diff > 0.2)
         cy, cx = (ys.mean(), xs.mean()) if len(ys) else (H / 2, H / 2)
-        y0 = int(np.clip(8 * round((cy - size / 2 + rng.integers(-8, 9)) / 8), 0, H - size))
-        x0 = int(np.clip(8 * round((cx - size / 2 + rng.integers(-8, 9)) / 8), 0, H - size))
+        y0 = int(np.clip(grid * round((cy - size / 2 + rng.integers(-8, 9)) / grid), 0, H - size))
+        x0 = int(np.clip(grid * round((cx - size / 2 + rng.integers(-8, 9)) / grid), 0, H - size))
         out[k] = frame[y0 : y0 + size, x0 : x0 + size]
     return out
 
 
-def _reconstruction_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Pixel MSE + L1, plus the error of 8x8 block means (one per latent pixel) weighted heavily: colour is
-    low-frequency, and without it the small shapes' colours drown in the pixel loss and the VAE learns
+def _reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, block: int = 8) -> torch.Tensor:
+    """Pixel MSE + L1, plus the error of `block` x `block` means (one per latent pixel) weighted heavily: colour
+    is low-frequency, and without it the small shapes' colours drown in the pixel loss and the VAE learns
     luminance blobs first. rec, x: [N, 3, H, W] in [-1, 1]."""
-    low = F.mse_loss(F.avg_pool2d(rec, 8), F.avg_pool2d(x, 8))
+    low = F.mse_loss(F.avg_pool2d(rec, block), F.avg_pool2d(x, block))
     return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 10 * low
 
 
-def train_vae(workdir: str, steps: int, batch_frames: int = 16, lr: float = 1e-3, seed: int = 0) -> None:
+def train_vae(workdir: str, steps: int, batch_frames: int = 16, lr: float = 1e-3, seed: int = 0,
+              scale_factor: int = components.VAE_SCALE_FACTOR) -> None:
+    """Stage 1. `scale_factor`: pixels per latent pixel of a new run's VAE (a resumed run keeps its own)."""
     path = os.path.join(workdir, "vae.pt")
-    vae = components.build_vae(seed)
-    # A linear read-out of each latent pixel's colour, trained with the VAE: it ties the 8x8 block mean
-    # colour to a linear function of the latents, so a linear preview (t2v_nb.preview) shows true colours.
+    ckpt = torch.load(path, weights_only=False) if os.path.exists(path) else None
+    if ckpt is not None:
+        scale_factor = _ckpt_scale_factor(ckpt)
+    vae = components.build_vae(seed, scale_factor)
+    # A linear read-out of each latent pixel's colour, trained with the VAE: it ties the mean colour of the
+    # block of pixels under each latent pixel to a linear function of the latents, so a linear preview
+    # (t2v_nb.preview) shows true colours.
     colour = torch.nn.Linear(vae.config.latent_channels, 3)
     opt = torch.optim.AdamW(list(vae.parameters()) + list(colour.parameters()), lr=lr, weight_decay=0.0)
-    state = {"step": 0, "seconds": 0.0, "done": False}
-    if os.path.exists(path):
-        ckpt = torch.load(path, weights_only=False)
+    state = {"step": 0, "seconds": 0.0, "done": False, "scale_factor": scale_factor}
+    if ckpt is not None:
         vae.load_state_dict(ckpt["model"])
         if "colour" in ckpt:
             colour.load_state_dict(ckpt["colour"])
         if ckpt["opt"] is not None:
             opt.load_state_dict(ckpt["opt"])
-        state = ckpt["state"]
+        state = {"scale_factor": scale_factor, **ckpt["state"]}
     if state["done"]:
         return
     rng = np.random.default_rng([seed, 1, state["step"]])
@@ -120,7 +126,7 @@ def train_vae(workdir: str, steps: int, batch_frames: int = 16, lr: float = 1e-3
         n = batch_frames // 2 if whole else batch_frames
         videos, _, _ = data.sample_batch(rng, n, "all")
         frames = videos[np.arange(n), rng.integers(0, data.NUM_FRAMES, n)]  # [N, H, W, 3]
-        x = torch.from_numpy(frames if whole else _crops(frames, rng)).permute(0, 3, 1, 2) * 2 - 1  # [N, 3, h, w]
+        x = torch.from_numpy(frames if whole else _crops(frames, rng, grid=scale_factor)).permute(0, 3, 1, 2) * 2 - 1
         # Lower the learning rate for the last third of the steps.
         for g in opt.param_groups:
             g["lr"] = lr if state["step"] < steps * 2 / 3 else lr * 0.3
@@ -128,7 +134,7 @@ def train_vae(workdir: str, steps: int, batch_frames: int = 16, lr: float = 1e-3
         z = post.mode()  # [N, C, h, w]
         rec = vae.decode(z).sample  # as AutoencoderKL.forward does by default
         linear_rgb = colour(z.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # [N, 3, h, w]
-        loss = (_reconstruction_loss(rec, x) + 10 * F.mse_loss(linear_rgb, F.avg_pool2d(x, 8))
+        loss = (_reconstruction_loss(rec, x, scale_factor) + 10 * F.mse_loss(linear_rgb, F.avg_pool2d(x, scale_factor))
                 + 1e-6 * post.kl().mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -156,9 +162,14 @@ def train_vae(workdir: str, steps: int, batch_frames: int = 16, lr: float = 1e-3
            "scaling_factor": vae.config.scaling_factor}, path)
 
 
+def _ckpt_scale_factor(ckpt: dict) -> int:
+    """The VAE scale factor of a vae.pt checkpoint; those from before the option have the shipped one."""
+    return ckpt["state"].get("scale_factor", components.VAE_SCALE_FACTOR)
+
+
 def load_vae(workdir: str):
     ckpt = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)
-    vae = components.build_vae()
+    vae = components.build_vae(scale_factor=_ckpt_scale_factor(ckpt))
     vae.load_state_dict(ckpt["model"])
     vae.register_to_config(scaling_factor=ckpt["scaling_factor"])
     return vae.eval()
@@ -210,7 +221,7 @@ def tune_decoder(workdir: str, steps: int, noise: float = 0.5, batch_frames: int
     while tune["step"] < steps and not _stop:
         t0, c0 = time.time(), time.process_time()
         z, x = noisy_latents(vae, batch_frames, noise, rng, gen)
-        loss = _reconstruction_loss(vae.decode(z).sample, x)
+        loss = _reconstruction_loss(vae.decode(z).sample, x, components.vae_scale_factor(vae))
         for g in opt.param_groups:
             g["lr"] = lr if tune["step"] < steps * 2 / 3 else lr * 0.3
         opt.zero_grad(set_to_none=True)
@@ -325,7 +336,8 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     either way, so a run can move between machines and go on with the same batches. `max_minutes`: stop this
     invocation (with a checkpoint) after that many wall-clock minutes; the same command goes on later.
     `decay_steps`: the learning rate's cosine decay to zero over the last that many steps (`unet_lr`).
-    `kind`, `channels`: the UNet of a new run (a resumed run keeps its checkpoint's)."""
+    `kind`, `channels`: the UNet of a new run (a resumed run keeps its checkpoint's); its sample size is the
+    latent cache's."""
     unet_lr(0, steps, lr, decay_steps)  # bad values fail before any work
     path = os.path.join(workdir, "unet.pt")
     device = torch.device(device)
@@ -335,9 +347,13 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     tokenizer = components.build_tokenizer()
     text_encoder = components.build_text_encoder(len(tokenizer), seed)
     ckpt = torch.load(path, weights_only=False, map_location="cpu") if os.path.exists(path) else None
+    latent_size = cache["mean"].shape[-1]
     if ckpt is not None:
         kind, channels = _ckpt_kind(ckpt), _ckpt_channels(ckpt)
-    unet = components.build_unet(seed, kind, channels)
+        if _ckpt_latent_size(ckpt) != latent_size:
+            raise ValueError(f"{path} holds a UNet for {_ckpt_latent_size(ckpt)}x{_ckpt_latent_size(ckpt)} latents "
+                             f"but the latent cache's are {latent_size}x{latent_size}.")
+    unet = components.build_unet(seed, kind, channels, latent_size)
     if warm_start_from and ckpt is None:
         fresh = components.warm_start(unet, _load_unet_weights(warm_start_from))
         print(f"warm start from {warm_start_from}: {len(fresh)} of {len(unet.state_dict())} tensors start fresh")
@@ -352,7 +368,7 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
     ema = {"unet": copy.deepcopy(unet).requires_grad_(False), "text_encoder": copy.deepcopy(text_encoder).requires_grad_(False)}
-    state = {"step": 0, "seconds": 0.0, "unet_kind": kind, "unet_channels": channels}
+    state = {"step": 0, "seconds": 0.0, "unet_kind": kind, "unet_channels": channels, "latent_size": latent_size}
     if ckpt is not None:
         unet.load_state_dict(ckpt["unet"])
         text_encoder.load_state_dict(ckpt["text_encoder"])
@@ -360,7 +376,7 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
         ema["text_encoder"].load_state_dict(ckpt["ema_text_encoder"])
         if ckpt["opt"] is not None:
             opt.load_state_dict(ckpt["opt"])  # moves the moments to the parameters' device
-        state = {"unet_kind": kind, "unet_channels": channels, **ckpt["state"]}
+        state = {"unet_kind": kind, "unet_channels": channels, "latent_size": latent_size, **ckpt["state"]}
     state.setdefault("seconds_by_device", {"cpu": state["seconds"]})  # runs from before devices trained on the CPU
     state["decay_steps"] = decay_steps  # for the export's record of the recipe
 
@@ -496,6 +512,11 @@ def _ckpt_channels(ckpt: dict) -> int:
     return ckpt["state"].get("unet_channels", components.UNET_CHANNELS)
 
 
+def _ckpt_latent_size(ckpt: dict) -> int:
+    """The latent size a UNet checkpoint is for; those from before the option are for 8x8."""
+    return ckpt["state"].get("latent_size", 8)
+
+
 def _load_unet_weights(source: str) -> dict:
     """UNet weights from a work directory (its EMA weights) or an exported model directory."""
     if os.path.isfile(os.path.join(source, "unet.pt")):
@@ -525,7 +546,7 @@ def export(workdir: str, out: str, fit_preview: bool = True) -> None:
     text_encoder = components.build_text_encoder(len(tokenizer))
     ckpt = torch.load(os.path.join(workdir, "unet.pt"), weights_only=False)
     kind = _ckpt_kind(ckpt)
-    unet = components.build_unet(kind=kind, channels=_ckpt_channels(ckpt))
+    unet = components.build_unet(kind=kind, channels=_ckpt_channels(ckpt), sample_size=_ckpt_latent_size(ckpt))
     text_encoder.load_state_dict(ckpt["ema_text_encoder"])
     unet.load_state_dict(ckpt["ema_unet"])
     vae = load_vae(workdir)
@@ -592,6 +613,7 @@ def init_from(workdir: str, model_dir: str) -> None:
     if not os.path.exists(os.path.join(workdir, "vae.pt")):
         vae = AutoencoderKL.from_pretrained(os.path.join(model_dir, "vae"))
         state = {"step": info.get("vae_steps", 0), "seconds": 0.0, "done": True,
+                 "scale_factor": components.vae_scale_factor(vae),
                  "decoder": {"step": info.get("decoder_steps", 0), "seconds": 0.0}}
         _save({"model": vae.state_dict(), "opt": None, "state": state, "scaling_factor": vae.config.scaling_factor},
               os.path.join(workdir, "vae.pt"))
@@ -599,7 +621,8 @@ def init_from(workdir: str, model_dir: str) -> None:
         unet = getattr(diffusers, unet_cls).from_pretrained(os.path.join(model_dir, "unet"))
         te = CLIPTextModel.from_pretrained(os.path.join(model_dir, "text_encoder"))
         state = {"step": info.get("unet_steps", 0), "seconds": info.get("unet_minutes", 0.0) * 60,
-                 "unet_kind": components.unet_kind(unet), "unet_channels": unet.config.block_out_channels[0]}
+                 "unet_kind": components.unet_kind(unet), "unet_channels": unet.config.block_out_channels[0],
+                 "latent_size": unet.config.sample_size}
         _save({"unet": unet.state_dict(), "text_encoder": te.state_dict(), "ema_unet": unet.state_dict(),
                "ema_text_encoder": te.state_dict(), "opt": None, "state": state}, os.path.join(workdir, "unet.pt"))
     print(f"initialised {workdir} from {model_dir}: {info}")
@@ -635,6 +658,9 @@ def main(argv=None) -> None:
     p.add_argument("--unet-channels", type=int, default=components.UNET_CHANNELS,
                    help="UNet width of a new run: channels of its first block, the second has twice as many "
                    f"(default {components.UNET_CHANNELS}, the shipped model's)")
+    p.add_argument("--vae-scale-factor", type=int, choices=(4, 8), default=components.VAE_SCALE_FACTOR,
+                   help="pixels per latent pixel of a new run's VAE: 8 (8x8 latents, the shipped model's) or 4 "
+                   "(16x16 latents; the UNet gets a 16x16 level, see components.unet_config)")
     p.add_argument("--warm-start", metavar="DIR", help="a new run's UNet starts with the tensors of the same name "
                    "and size from this work or model directory (e.g. the spatial layers of the other kind)")
     args = p.parse_args(argv)
@@ -647,7 +673,7 @@ def main(argv=None) -> None:
         init_from(args.workdir, args.init_from)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    train_vae(args.workdir, args.vae_steps, seed=args.seed)
+    train_vae(args.workdir, args.vae_steps, seed=args.seed, scale_factor=args.vae_scale_factor)
     if not _stop:
         tune_decoder(args.workdir, args.decoder_steps, noise=args.decoder_noise, seed=args.seed)
     unet_path = os.path.join(args.workdir, "unet.pt")
