@@ -6,9 +6,11 @@
     python benchmarks/toy_diagnostics.py steps DIR [--seeds N]   # strict accuracy by number of DPM++ steps
     python benchmarks/toy_diagnostics.py words DIR [DIR ...]     # how much the shape word changes a video
     python benchmarks/toy_diagnostics.py unet-decoder DIR --out OUT   # decoder trained on the UNet's outputs
+    python benchmarks/toy_diagnostics.py probe WORKDIR [...]      # the training log's word probes, for any checkpoint
 
 DIR: a preset (toy-shapes) or an exported model directory (`python -m t2v_nb.toy.train --export`). Every
 figure is the strict evaluator's template IoU with the caption's shape (t2v_nb.toy.evaluate), per shape.
+`probe` takes training work directories (`python -m t2v_nb.toy.train --workdir`) or UNet checkpoints in one.
 A report, not a test: it prints what it measures.
 """
 
@@ -219,10 +221,34 @@ def unet_decoder(model: str, out: str, pairs: int = 1600, steps: int = 600, firs
     print(f"{model}: {pairs} pairs in {pair_seconds:.0f} s, {steps} decoder steps in {time.time() - t1:.0f} s; saved {out}")
 
 
+def probe(path: str) -> None:
+    """The training log's caption probe (t2v_nb.toy.train.caption_probe: loss with the true captions, and how
+    much it grows with the direction or the shape word changed) for the EMA weights of a work directory's
+    unet.pt, or of another checkpoint file in a work directory (unet_stable.pt)."""
+    import os
+
+    from t2v_nb.toy import train
+
+    workdir, ckpt_path = (os.path.dirname(path), path) if os.path.isfile(path) else (path, os.path.join(path, "unet.pt"))
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    tokenizer = components.build_tokenizer()
+    text_encoder = components.build_text_encoder(len(tokenizer))
+    text_encoder.load_state_dict(ckpt["ema_text_encoder"])
+    unet = components.build_unet(kind=train._ckpt_kind(ckpt), channels=train._ckpt_channels(ckpt),
+                                 sample_size=train._ckpt_latent_size(ckpt))
+    unet.load_state_dict(ckpt["ema_unet"])
+    ids = lambda texts: tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
+                                  truncation=True, return_tensors="pt").input_ids
+    cache = torch.load(os.path.join(workdir, "latents.pt"))
+    scale = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["scaling_factor"]
+    row = train.caption_probe(cache, scale, ids, components.build_scheduler())(unet.eval(), text_encoder.eval())
+    print(f"{path} (step {ckpt['state']['step']}): " + ", ".join(f"{k} {v:.5f}" for k, v in row.items()), flush=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=("vae", "onestep", "calm", "steps", "words", "unet-decoder"))
-    p.add_argument("models", nargs="+", help="presets or model directories")
+    p.add_argument("what", choices=("vae", "onestep", "calm", "steps", "words", "unet-decoder", "probe"))
+    p.add_argument("models", nargs="+", help="presets or model directories (probe: work directories or checkpoints)")
     p.add_argument("--seeds", type=int, default=1, help="steps: seeds per caption")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="unet-decoder: where to save the model with the new decoder")
@@ -238,7 +264,7 @@ def main(argv=None) -> None:
                 p.error("unet-decoder needs --out")
             unet_decoder(model, args.out, pairs=args.pairs, steps=args.decoder_steps)
         else:
-            {"vae": vae, "onestep": onestep, "calm": calm, "words": words}[args.what](model)
+            {"vae": vae, "onestep": onestep, "calm": calm, "words": words, "probe": probe}[args.what](model)
 
 
 if __name__ == "__main__":

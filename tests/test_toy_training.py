@@ -64,6 +64,45 @@ def test_unet_width_is_an_option_checked_against_its_norm_groups():
             components.build_unet(channels=bad)
 
 
+def test_vae_scale_factor_4_gives_16x16_latents_and_a_unet_with_a_16x16_level():
+    vae = components.build_vae(scale_factor=4)
+    assert components.vae_scale_factor(vae) == 4 and components.vae_scale_factor(components.build_vae()) == 8
+    with torch.no_grad():
+        z = vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mode()
+    assert z.shape == (1, 4, 16, 16)
+    unet = components.build_unet(channels=16, sample_size=16)
+    assert unet.config.block_out_channels == (16, 32, 32)
+    assert unet.config.down_block_types == ("DownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D")
+    assert components.build_unet(kind="motion", sample_size=16).config.up_block_types[-1] == "UpBlockMotion"
+    with torch.no_grad():
+        out = unet(torch.randn(1, 4, 2, 16, 16), 10, encoder_hidden_states=torch.randn(1, 3, 64)).sample
+    assert out.shape == (1, 4, 2, 16, 16)
+    with pytest.raises(ValueError, match="scale factor must be 4 or 8"):
+        components.build_vae(scale_factor=2)
+    with pytest.raises(ValueError, match="must be 8 or 16"):
+        components.build_unet(sample_size=32)
+
+
+def test_caption_probe_measures_the_loss_with_the_direction_or_shape_word_changed(monkeypatch):
+    import os
+
+    from transformers import CLIPTokenizer
+
+    from t2v_nb.models import toy_model_dir
+
+    tokenizer = CLIPTokenizer.from_pretrained(os.path.join(toy_model_dir(), "tokenizer"))
+    ids = lambda texts: tokenizer(texts, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    cache = {"mean": torch.randn(6, 4, 2, 8, 8).half(), "clip": torch.arange(0, 60, 10)}
+    unet, text_encoder = components.build_unet(channels=8), components.build_text_encoder(len(tokenizer))
+    probe = train.caption_probe(cache, 1.0, ids, components.build_scheduler(), n=4)
+    row = probe(unet, text_encoder)
+    assert set(row) == {"probe_loss", "direction_gap", "direction_gap_rel", "shape_gap", "shape_gap_rel"}
+    assert row["probe_loss"] > 0 and row["shape_gap"] != 0 and row["direction_gap"] != 0  # words change the output
+    assert row == probe(unet, text_encoder)  # a fixed batch: the same weights give the same figures
+    monkeypatch.setattr(train, "_OTHER_SHAPE", {s: s for s in train._OTHER_SHAPE})  # "changed" to itself
+    assert train.caption_probe(cache, 1.0, ids, components.build_scheduler(), n=4)(unet, text_encoder)["shape_gap"] == 0
+
+
 def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, monkeypatch):
     """The whole recipe on a toy budget: each stage checkpoints, a second call with the same budget does
     nothing, the decoder stage leaves the encoder alone, and the export loads."""
@@ -118,3 +157,40 @@ def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, monkeypatch):
     pipe = t2v_nb.load(out)
     video = pipe.generate("a red circle moving right", seed=0, num_inference_steps=2, progress=False)
     assert video.frames.shape == (8, 64, 64, 3) and np.isfinite(video.frames).all()
+
+
+def test_recipe_with_16x16_latents_keeps_its_latent_size_through_resume_and_export(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from transformers import CLIPTokenizer
+
+    import t2v_nb
+    from t2v_nb.models import toy_model_dir
+
+    shipped = os.path.join(toy_model_dir(), "tokenizer")
+    monkeypatch.setattr(components, "build_tokenizer", lambda *a, **k: CLIPTokenizer.from_pretrained(shipped))
+    work = str(tmp_path / "run")
+    os.makedirs(work)
+    train.train_vae(work, steps=2, batch_frames=2, scale_factor=4)
+    train.train_vae(work, steps=2, batch_frames=2)  # run again with the default argument: keeps its factor
+    ckpt = torch.load(os.path.join(work, "vae.pt"), weights_only=False)
+    assert ckpt["state"]["step"] == 2 and ckpt["state"]["scale_factor"] == 4
+    train.tune_decoder(work, steps=1, batch_frames=2)
+    assert components.vae_scale_factor(train.load_vae(work)) == 4
+    train.encode_dataset(work, num_videos=2, chunk=2)
+    assert torch.load(os.path.join(work, "latents.pt"))["mean"].shape[1:] == (4, 8, 16, 16)
+    train.train_unet(work, steps=1, batch_size=2, eval_every=0, channels=8)
+    assert torch.load(os.path.join(work, "unet.pt"), weights_only=False)["state"]["latent_size"] == 16
+    out = str(tmp_path / "export")
+    train.export(work, out, fit_preview=False)
+    assert json.load(open(os.path.join(out, "unet", "config.json")))["sample_size"] == 16
+    pipe = t2v_nb.load(out)
+    assert pipe.vae_scale_factor == 4
+    video = pipe.generate("a red circle moving right", seed=0, num_inference_steps=2, progress=False)
+    assert video.frames.shape == (8, 64, 64, 3)
+
+    cache = torch.load(os.path.join(work, "latents.pt"))  # a UNet for 16x16 latents meets a cache of 8x8 ones
+    torch.save({k: v if k == "clip" else v[..., ::2, ::2] for k, v in cache.items()}, os.path.join(work, "latents.pt"))
+    with pytest.raises(ValueError, match="16x16 latents but the latent cache's are 8x8"):
+        train.train_unet(work, steps=2, batch_size=2, eval_every=0)

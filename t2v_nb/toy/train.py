@@ -326,6 +326,53 @@ def stable_checkpoint_path(workdir: str) -> str:
     return os.path.join(workdir, "unet_stable.pt")
 
 
+def _unet_out(unet, text_encoder, noisy, t, input_ids):
+    emb = text_encoder(input_ids)[0]  # [B, 77, D]
+    if components.unet_kind(unet) == "motion":
+        emb = emb.repeat_interleave(noisy.shape[2], dim=0)  # UNetMotionModel wants one per frame
+    return unet(noisy, t, encoder_hidden_states=emb).sample
+
+
+_OTHER_SHAPE = {"circle": "square", "square": "circle", "triangle": "circle"}
+
+
+def caption_probe(cache: dict, vae_scale: float, ids, scheduler, device="cpu", n: int = 32):
+    """A fixed probe batch of `n` cached videos: does the model use the caption's words? Returns a function of
+    (unet, text_encoder) that gives the loss with the true captions (`probe_loss`) and how much it grows with
+    a word changed (> 0: the model uses that word):
+    - `direction_gap`: the opposite direction, at the highest noise (t in 900-999), where the layout is decided;
+    - `shape_gap`: circle <-> square (triangle -> circle), at t in 400-699, where outlines are drawn.
+    Both also relative to the true captions' loss at those t (`_rel`). `ids` tokenizes a list of captions."""
+    rng = torch.Generator().manual_seed(1234)
+    idx = torch.randint(0, len(cache["clip"]), (n,), generator=rng)
+    noise = torch.randn(n, *cache["mean"].shape[1:], generator=rng).to(device)
+    t_high = torch.randint(900, 1000, (n,), generator=rng).to(device)
+    t_mid = torch.randint(400, 700, (n,), generator=torch.Generator().manual_seed(1235)).to(device)
+    x0 = cache["mean"][idx.to(cache["mean"].device)].float().to(device) * vae_scale
+    clips = [data.all_clips()[int(i)] for i in cache["clip"].cpu()[idx]]
+    true = ids([data.caption(c) for c in clips]).to(device)
+    flips = {"direction": (t_high, ids([data.caption(data.Clip(c.color, c.shape, _opposite(c.direction))) for c in clips])),
+             "shape": (t_mid, ids([data.caption(data.Clip(c.color, _OTHER_SHAPE[c.shape], c.direction)) for c in clips]))}
+
+    def loss(unet, text_encoder, t, input_ids):
+        noisy = scheduler.add_noise(x0, noise, t)
+        target = scheduler.get_velocity(x0, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
+        return F.mse_loss(_unet_out(unet, text_encoder, noisy, t, input_ids.to(device)), target).item()
+
+    def probe(unet, text_encoder) -> dict:
+        out = {}
+        with torch.no_grad():
+            for word, (t, flipped) in flips.items():
+                l_true = loss(unet, text_encoder, t, true)
+                gap = loss(unet, text_encoder, t, flipped) - l_true
+                if word == "direction":
+                    out["probe_loss"] = l_true
+                out |= {f"{word}_gap": gap, f"{word}_gap_rel": gap / l_true}
+        return out
+
+    return probe
+
+
 def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4, seed: int = 0,
                p_uncond: float = 0.1, snr_gamma: float = 5.0, ema_decay: float = 0.999,
                weighting: str = "layout", freeze_text_encoder: bool = False, kind: str = "3d",
@@ -393,32 +440,8 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     def target(x0, noise, t):
         return scheduler.get_velocity(x0, noise, t) if pred_kind == "v_prediction" else noise
 
-    # A fixed probe batch: does the model use the direction word? Loss with the true caption vs the
-    # opposite direction's, at the highest noise (t in 900-999) where the layout is decided. A gap > 0 means it does.
-    probe_rng = torch.Generator().manual_seed(1234)
-    probe_idx = torch.randint(0, len(cache["clip"]), (32,), generator=probe_rng)
-    probe_noise = torch.randn(32, *cache["mean"].shape[1:], generator=probe_rng)
-    probe_t = torch.randint(900, 1000, (32,), generator=probe_rng)
     clip_of = cache["clip"].cpu()  # [N] clip index per cached video, for indexing on the CPU
-    probe_x0 = cache["mean"][probe_idx.to(device)].float() * vae_scale
-    probe_clips = [clips[int(i)] for i in clip_of[probe_idx]]
-    probe_true = ids([data.caption(c) for c in probe_clips]).to(device)
-    probe_flip = ids([data.caption(data.Clip(c.color, c.shape, _opposite(c.direction))) for c in probe_clips]).to(device)
-    probe_noise, probe_t = probe_noise.to(device), probe_t.to(device)
-
-    def unet_out(model, te, noisy, t, input_ids):
-        emb = te(input_ids)[0]  # [B, 77, D]
-        if kind == "motion":
-            emb = emb.repeat_interleave(noisy.shape[2], dim=0)  # UNetMotionModel wants one per frame
-        return model(noisy, t, encoder_hidden_states=emb).sample
-
-    def probe() -> dict:
-        with torch.no_grad():
-            noisy = scheduler.add_noise(probe_x0, probe_noise, probe_t)
-            probe_target = target(probe_x0, probe_noise, probe_t)
-            l_true = F.mse_loss(unet_out(ema["unet"], ema["text_encoder"], noisy, probe_t, probe_true), probe_target).item()
-            l_flip = F.mse_loss(unet_out(ema["unet"], ema["text_encoder"], noisy, probe_t, probe_flip), probe_target).item()
-        return {"probe_loss": l_true, "direction_gap": l_flip - l_true, "direction_gap_rel": (l_flip - l_true) / l_true}
+    probe = caption_probe(cache, vae_scale, ids, scheduler, device)
 
     gen = torch.Generator().manual_seed(seed * 1000 + state["step"])
     last_ckpt, running = time.time(), []
@@ -446,7 +469,7 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
         noise = torch.randn(x0.shape, generator=gen).to(device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen).to(device)
         noisy = scheduler.add_noise(x0, noise, t)
-        pred = unet_out(unet, text_encoder, noisy, t, input_ids)
+        pred = _unet_out(unet, text_encoder, noisy, t, input_ids)
         per_sample = (pred - target(x0, noise, t)).pow(2).mean(dim=(1, 2, 3, 4))
         loss = (per_sample * weight[t]).mean()
         rate = unet_lr(state["step"], steps, lr, decay_steps)
@@ -471,7 +494,7 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
                    "minutes": state["seconds"] / 60, "cpu_minutes": state.get("cpu_seconds", 0.0) / 60,
                    "device": device.type, "lr": rate}
             if state["step"] % 250 == 0:
-                row.update(probe())
+                row.update(probe(ema["unet"], ema["text_encoder"]))
             _log(workdir, **row)
             running = []
         if time.time() - last_ckpt > 600 or _stop or (eval_every and state["step"] % eval_every == 0):
