@@ -6,6 +6,7 @@
     python benchmarks/toy_diagnostics.py steps DIR [--seeds N]   # strict accuracy by number of DPM++ steps
     python benchmarks/toy_diagnostics.py words DIR [DIR ...]     # how much the shape word changes a video
     python benchmarks/toy_diagnostics.py unet-decoder DIR --out OUT   # decoder trained on the UNet's outputs
+    python benchmarks/toy_diagnostics.py shape-signal DIR [DIR ...]   # how loud shape is in the latents, vs colour
     python benchmarks/toy_diagnostics.py probe WORKDIR [...]      # the training log's word probes, for any checkpoint
 
 DIR: a preset (toy-shapes) or an exported model directory (`python -m t2v_nb.toy.train --export`). Every
@@ -221,6 +222,35 @@ def unet_decoder(model: str, out: str, pairs: int = 1600, steps: int = 600, firs
     print(f"{model}: {pairs} pairs in {pair_seconds:.0f} s, {steps} decoder steps in {time.time() - t1:.0f} s; saved {out}")
 
 
+@torch.no_grad()
+def shape_signal(model: str, clips: int = 24) -> None:
+    """How much of a video's latents says which shape it is, against how much says which colour: the same clip
+    (same seed: same size, place and path) drawn as a circle and as a square, and as a circle of another
+    colour (two steps along data.COLORS); the sum of squared differences per frame, in pixels and in the VAE's
+    scaled latents. A small shape/colour ratio in the latents means the denoiser's loss hardly asks for the
+    shape: a UNet can leave it out for little cost."""
+    vae = t2v_nb.load(model).vae.eval()
+    colours, directions = list(data.COLORS), list(data.DIRECTIONS)
+
+    def both(clip, seed):
+        video = data.render(clip, seed)
+        x = torch.from_numpy(video).permute(0, 3, 1, 2) * 2 - 1
+        return vae.encode(x).latent_dist.mode() * vae.config.scaling_factor, video
+
+    sums = {"latents": {"shape": 0.0, "colour": 0.0}, "pixels": {"shape": 0.0, "colour": 0.0}}
+    for n in range(clips):
+        colour, direction = colours[n % 5], directions[n % 4]
+        (zc, vc), (zs, vs), (zo, vo) = (both(data.Clip(c, s, direction), n) for c, s in
+                                        ((colour, "circle"), (colour, "square"), (colours[(n + 2) % 5], "circle")))
+        for space, c, s, o in (("latents", zc.numpy(), zs.numpy(), zo.numpy()), ("pixels", vc, vs, vo)):
+            sums[space]["shape"] += float(((c - s) ** 2).sum()) / len(c) / clips
+            sums[space]["colour"] += float(((c - o) ** 2).sum()) / len(c) / clips
+    size = tuple(zc.shape[1:])
+    print(f"{model}  latents {size}: " + "; ".join(
+        f"{space} circle/square {v['shape']:.2f}, colour swap {v['colour']:.2f}, ratio {v['shape'] / v['colour']:.3f}"
+        for space, v in sums.items()) + " (sum of squares per frame)", flush=True)
+
+
 def probe(path: str) -> None:
     """The training log's caption probe (t2v_nb.toy.train.caption_probe: loss with the true captions, and how
     much it grows with the direction or the shape word changed) for the EMA weights of a work directory's
@@ -247,7 +277,7 @@ def probe(path: str) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=("vae", "onestep", "calm", "steps", "words", "unet-decoder", "probe"))
+    p.add_argument("what", choices=("vae", "onestep", "calm", "steps", "words", "unet-decoder", "probe", "shape-signal"))
     p.add_argument("models", nargs="+", help="presets or model directories (probe: work directories or checkpoints)")
     p.add_argument("--seeds", type=int, default=1, help="steps: seeds per caption")
     p.add_argument("--threads", type=int, default=2)
@@ -264,7 +294,8 @@ def main(argv=None) -> None:
                 p.error("unet-decoder needs --out")
             unet_decoder(model, args.out, pairs=args.pairs, steps=args.decoder_steps)
         else:
-            {"vae": vae, "onestep": onestep, "calm": calm, "words": words, "probe": probe}[args.what](model)
+            {"vae": vae, "onestep": onestep, "calm": calm, "words": words, "probe": probe,
+             "shape-signal": shape_signal}[args.what](model)
 
 
 if __name__ == "__main__":
