@@ -117,17 +117,17 @@ def hue_sat(rgb: np.ndarray) -> tuple[float, float]:
 def preview_colours(pipe, clip, seed: int) -> dict:
     """The linear preview's colour and the decoded frames' colour where the shape is, for one generated video.
 
-    "Where the shape is": the latent pixels whose 8x8 block of the decoded frame differs most from the
-    frame's background (at least 60% of the frame's largest difference)."""
+    "Where the shape is": the latent pixels whose block of the decoded frame (8x8 pixels for an 8x8 latent
+    grid) differs most from the frame's background (at least 60% of the frame's largest difference)."""
     from t2v_nb.toy import data
 
     run = pipe.start(data.caption(clip), seed=seed, record=None).finish(progress=False)
     frames = run.decode().frames  # [F, 64, 64, 3]
-    approx = pipe.preview(run.latents)[0]  # [F, 8, 8, 3]
-    pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(frames).permute(0, 3, 1, 2), 8)
-    pooled = pooled.permute(0, 2, 3, 1).numpy()  # [F, 8, 8, 3]
+    approx = pipe.preview(run.latents)[0]  # [F, h, w, 3]
+    pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(frames).permute(0, 3, 1, 2), pipe.vae_scale_factor)
+    pooled = pooled.permute(0, 2, 3, 1).numpy()  # [F, h, w, 3]
     background = np.median(pooled.reshape(len(pooled), -1, 3), axis=1)  # [F, 3]
-    contrast = np.linalg.norm(pooled - background[:, None, None], axis=-1)  # [F, 8, 8]
+    contrast = np.linalg.norm(pooled - background[:, None, None], axis=-1)  # [F, h, w]
     shape = contrast >= 0.6 * contrast.max(axis=(1, 2), keepdims=True)
     return {"preview": approx[shape].mean(axis=0), "decoded": pooled[shape].mean(axis=0)}
 
