@@ -262,16 +262,10 @@ def probe(path: str) -> None:
     workdir, ckpt_path = (os.path.dirname(path), path) if os.path.isfile(path) else (path, os.path.join(path, "unet.pt"))
     ckpt = torch.load(ckpt_path, weights_only=False)
     tokenizer = components.build_tokenizer()
-    text_encoder = components.build_text_encoder(len(tokenizer))
-    text_encoder.load_state_dict(ckpt["ema_text_encoder"])
-    unet = components.build_unet(kind=train._ckpt_kind(ckpt), channels=train._ckpt_channels(ckpt),
-                                 sample_size=train._ckpt_latent_size(ckpt))
-    unet.load_state_dict(ckpt["ema_unet"])
-    ids = lambda texts: tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
-                                  truncation=True, return_tensors="pt").input_ids
+    unet, text_encoder = train.ema_models(ckpt, len(tokenizer))
     cache = torch.load(os.path.join(workdir, "latents.pt"))
     scale = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["scaling_factor"]
-    row = train.caption_probe(cache, scale, ids, components.build_scheduler())(unet.eval(), text_encoder.eval())
+    row = train.caption_probe(cache, scale, tokenizer, components.build_scheduler())(unet.eval(), text_encoder.eval())
     print(f"{path} (step {ckpt['state']['step']}): " + ", ".join(f"{k} {v:.5f}" for k, v in row.items()), flush=True)
 
 

@@ -91,16 +91,15 @@ def test_caption_probe_measures_the_loss_with_the_direction_or_shape_word_change
     from t2v_nb.models import toy_model_dir
 
     tokenizer = CLIPTokenizer.from_pretrained(os.path.join(toy_model_dir(), "tokenizer"))
-    ids = lambda texts: tokenizer(texts, padding="max_length", max_length=77, return_tensors="pt").input_ids
     cache = {"mean": torch.randn(6, 4, 2, 8, 8).half(), "clip": torch.arange(0, 60, 10)}
     unet, text_encoder = components.build_unet(channels=8), components.build_text_encoder(len(tokenizer))
-    probe = train.caption_probe(cache, 1.0, ids, components.build_scheduler(), n=4)
+    probe = train.caption_probe(cache, 1.0, tokenizer, components.build_scheduler(), n=4)
     row = probe(unet, text_encoder)
     assert set(row) == {"probe_loss", "direction_gap", "direction_gap_rel", "shape_gap", "shape_gap_rel"}
     assert row["probe_loss"] > 0 and row["shape_gap"] != 0 and row["direction_gap"] != 0  # words change the output
     assert row == probe(unet, text_encoder)  # a fixed batch: the same weights give the same figures
     monkeypatch.setattr(train, "_OTHER_SHAPE", {s: s for s in train._OTHER_SHAPE})  # "changed" to itself
-    assert train.caption_probe(cache, 1.0, ids, components.build_scheduler(), n=4)(unet, text_encoder)["shape_gap"] == 0
+    assert train.caption_probe(cache, 1.0, tokenizer, components.build_scheduler(), n=4)(unet, text_encoder)["shape_gap"] == 0
 
 
 def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, monkeypatch):

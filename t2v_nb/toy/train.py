@@ -333,16 +333,28 @@ def _unet_out(unet, text_encoder, noisy, t, input_ids):
     return unet(noisy, t, encoder_hidden_states=emb).sample
 
 
+def token_ids(tokenizer, texts: list[str]) -> torch.Tensor:
+    """The UNet stage's token ids of `texts`, padded to the tokenizer's length. [len(texts), 77]"""
+    return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
+                     truncation=True, return_tensors="pt").input_ids
+
+
+def _target(scheduler, x0, noise, t):
+    """What the UNet learns to output: v (v-prediction) or the noise (epsilon)."""
+    return scheduler.get_velocity(x0, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
+
+
 _OTHER_SHAPE = {"circle": "square", "square": "circle", "triangle": "circle"}
 
 
-def caption_probe(cache: dict, vae_scale: float, ids, scheduler, device="cpu", n: int = 32):
+def caption_probe(cache: dict, vae_scale: float, tokenizer, scheduler, device="cpu", n: int = 32):
     """A fixed probe batch of `n` cached videos: does the model use the caption's words? Returns a function of
     (unet, text_encoder) that gives the loss with the true captions (`probe_loss`) and how much it grows with
     a word changed (> 0: the model uses that word):
     - `direction_gap`: the opposite direction, at the highest noise (t in 900-999), where the layout is decided;
     - `shape_gap`: circle <-> square (triangle -> circle), at t in 400-699, where outlines are drawn.
-    Both also relative to the true captions' loss at those t (`_rel`). `ids` tokenizes a list of captions."""
+    Both also relative to the true captions' loss at those t (`_rel`)."""
+    ids = lambda texts: token_ids(tokenizer, texts)
     rng = torch.Generator().manual_seed(1234)
     idx = torch.randint(0, len(cache["clip"]), (n,), generator=rng)
     noise = torch.randn(n, *cache["mean"].shape[1:], generator=rng).to(device)
@@ -356,8 +368,7 @@ def caption_probe(cache: dict, vae_scale: float, ids, scheduler, device="cpu", n
 
     def loss(unet, text_encoder, t, input_ids):
         noisy = scheduler.add_noise(x0, noise, t)
-        target = scheduler.get_velocity(x0, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
-        return F.mse_loss(_unet_out(unet, text_encoder, noisy, t, input_ids.to(device)), target).item()
+        return F.mse_loss(_unet_out(unet, text_encoder, noisy, t, input_ids.to(device)), _target(scheduler, x0, noise, t)).item()
 
     def probe(unet, text_encoder) -> dict:
         out = {}
@@ -429,19 +440,14 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
 
     clips = data.all_clips()
     # Token ids of every caption variant, and of "" for the unconditional branch.
-    def ids(texts):
-        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids
+    ids = lambda texts: token_ids(tokenizer, texts)
     caption_ids = torch.stack([ids([data.caption(c, k) for k in range(len(data.TEMPLATES))]) for c in clips])  # [60, T, 77]
     empty_ids = ids([""])[0]
     pred_kind = scheduler.config.prediction_type
     weight = loss_weights(scheduler.alphas_cumprod, weighting, snr_gamma, pred_kind).to(device)  # [1000]
 
-    def target(x0, noise, t):
-        return scheduler.get_velocity(x0, noise, t) if pred_kind == "v_prediction" else noise
-
     clip_of = cache["clip"].cpu()  # [N] clip index per cached video, for indexing on the CPU
-    probe = caption_probe(cache, vae_scale, ids, scheduler, device)
+    probe = caption_probe(cache, vae_scale, tokenizer, scheduler, device)
 
     gen = torch.Generator().manual_seed(seed * 1000 + state["step"])
     last_ckpt, running = time.time(), []
@@ -470,7 +476,7 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen).to(device)
         noisy = scheduler.add_noise(x0, noise, t)
         pred = _unet_out(unet, text_encoder, noisy, t, input_ids)
-        per_sample = (pred - target(x0, noise, t)).pow(2).mean(dim=(1, 2, 3, 4))
+        per_sample = (pred - _target(scheduler, x0, noise, t)).pow(2).mean(dim=(1, 2, 3, 4))
         loss = (per_sample * weight[t]).mean()
         rate = unet_lr(state["step"], steps, lr, decay_steps)
         for g in opt.param_groups:
@@ -540,6 +546,15 @@ def _ckpt_latent_size(ckpt: dict) -> int:
     return ckpt["state"].get("latent_size", 8)
 
 
+def ema_models(ckpt: dict, vocab_size: int):
+    """The UNet and text encoder of a unet.pt checkpoint, built as it says and holding its EMA weights."""
+    unet = components.build_unet(kind=_ckpt_kind(ckpt), channels=_ckpt_channels(ckpt), sample_size=_ckpt_latent_size(ckpt))
+    unet.load_state_dict(ckpt["ema_unet"])
+    text_encoder = components.build_text_encoder(vocab_size)
+    text_encoder.load_state_dict(ckpt["ema_text_encoder"])
+    return unet, text_encoder
+
+
 def _load_unet_weights(source: str) -> dict:
     """UNet weights from a work directory (its EMA weights) or an exported model directory."""
     if os.path.isfile(os.path.join(source, "unet.pt")):
@@ -566,12 +581,9 @@ def export(workdir: str, out: str, fit_preview: bool = True) -> None:
     """Write the EMA weights in the diffusers layout, with the preview factors of the VAE."""
 
     tokenizer = components.build_tokenizer()
-    text_encoder = components.build_text_encoder(len(tokenizer))
     ckpt = torch.load(os.path.join(workdir, "unet.pt"), weights_only=False)
     kind = _ckpt_kind(ckpt)
-    unet = components.build_unet(kind=kind, channels=_ckpt_channels(ckpt), sample_size=_ckpt_latent_size(ckpt))
-    text_encoder.load_state_dict(ckpt["ema_text_encoder"])
-    unet.load_state_dict(ckpt["ema_unet"])
+    unet, text_encoder = ema_models(ckpt, len(tokenizer))
     vae = load_vae(workdir)
     vae_state = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["state"]
     scheduler = components.build_scheduler()
