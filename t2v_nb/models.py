@@ -44,6 +44,17 @@ class Preset:
     text_first: bool = False  # on a GPU, load the text encoder only to encode (see load's `text_first`)
     guidance_interval: tuple[float, float] | None = None  # timesteps where guidance applies (None: every step)
 
+    def sampler_defaults(self) -> dict:
+        """The sampler settings as a model directory carries them (model_index.json's "t2v_nb_defaults").
+
+        The bundled toys' export writes this, so the preset stays the one place their defaults are set.
+        """
+        d: dict[str, Any] = {k: getattr(self, k) for k in ("height", "width", "num_frames", "num_inference_steps",
+                                                           "guidance_scale")}
+        if self.guidance_interval is not None:
+            d["guidance_interval"] = [float(v) for v in self.guidance_interval]
+        return {**d, "scheduler": self.scheduler, "fps": float(self.fps)}
+
 
 PRESETS: dict[str, Preset] = {
     "toy-shapes": Preset(

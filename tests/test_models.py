@@ -100,6 +100,22 @@ def test_presets_carry_their_facts():
     assert "watermark" in ms.notes.lower()
 
 
+def test_bundled_toys_carry_their_presets_defaults():
+    # the export writes Preset.sampler_defaults(); the shipped directories must agree with the presets
+    import os
+
+    for name, folder, extra in (("toy-shapes", "weights", {}),
+                                ("toy-shapes-flow", "weights_flow", {"max_sequence_length", "flow_shift",
+                                                                     "diffusers_num_frames"})):
+        preset = models.PRESETS[name]
+        with open(os.path.join(os.path.dirname(t2v_nb.__file__), "toy", folder, "model_index.json")) as f:
+            shipped = json.load(f)["t2v_nb_defaults"]
+        wanted = preset.sampler_defaults()
+        assert {k: v for k, v in shipped.items() if k not in extra} == wanted
+        assert ("guidance_interval" in wanted) == (preset.guidance_interval is not None)
+    assert models.PRESETS["toy-shapes"].sampler_defaults()["guidance_interval"] == [700.0, 1000.0]
+
+
 def test_hub_loads_record_the_commit_they_resolved_to(tmp_path, monkeypatch):
     snap = tmp_path / "models--a--b" / "snapshots" / "0123abcd" / "model_index.json"
     snap.parent.mkdir(parents=True)

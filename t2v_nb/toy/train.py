@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models import PRESETS
 from . import components, data
 
 _stop = False
@@ -605,9 +606,7 @@ def export(workdir: str, out: str, fit_preview: bool = True) -> None:
         "unet": ["diffusers", components.UNET_CLASSES[kind]],
         "vae": ["diffusers", "AutoencoderKL"],
         "scheduler": ["diffusers", "DDIMScheduler"],
-        "t2v_nb_defaults": {"height": 64, "width": 64, "num_frames": 8, "num_inference_steps": 20,
-                            "guidance_scale": 3.0, "guidance_interval": [700.0, 1000.0], "scheduler": "dpm++",
-                            "fps": 8.0},
+        "t2v_nb_defaults": PRESETS["toy-shapes"].sampler_defaults(),
         "training": {"unet_steps": ckpt["state"]["step"], "unet_minutes": round(ckpt["state"]["seconds"] / 60, 1),
                      "vae_steps": vae_state["step"], "decoder_steps": vae_state.get("decoder", {}).get("step", 0),
                      **({"unet_decay_steps": ckpt["state"]["decay_steps"]} if "decay_steps" in ckpt["state"] else {})},

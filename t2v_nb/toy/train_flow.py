@@ -40,13 +40,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models import PRESETS
 from . import data
 from . import flow_components as fc
 
 _stop = False
-DEFAULTS = {"height": 64, "width": 64, "num_frames": fc.NUM_FRAMES, "num_inference_steps": 20,
-            "guidance_scale": 2.0, "max_sequence_length": fc.TEXT_LENGTH, "scheduler": "euler",
-            "flow_shift": fc.SHIFT, "fps": 8.0}
+# The preset's sampler settings, and Wan's two the export also records (text length, flow shift).
+DEFAULTS = {**PRESETS["toy-shapes-flow"].sampler_defaults(), "max_sequence_length": fc.TEXT_LENGTH,
+            "flow_shift": fc.SHIFT}
 # The fixed accuracy sample: every held-out combination and 18 seen ones, seed 0.
 EVAL_CLIPS = data.held_out_clips() + data.seen_clips()[::3]
 
