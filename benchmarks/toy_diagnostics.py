@@ -8,10 +8,12 @@
     python benchmarks/toy_diagnostics.py unet-decoder DIR --out OUT   # decoder trained on the UNet's outputs
     python benchmarks/toy_diagnostics.py shape-signal DIR [DIR ...]   # how loud shape is in the latents, vs colour
     python benchmarks/toy_diagnostics.py probe WORKDIR [...]      # the training log's word probes, for any checkpoint
+    python benchmarks/toy_diagnostics.py shape-pairs WORKDIR [...]  # the shape probe split by pair of shapes
 
 DIR: a preset (toy-shapes) or an exported model directory (`python -m t2v_nb.toy.train --export`). Every
 figure is the strict evaluator's template IoU with the caption's shape (t2v_nb.toy.evaluate), per shape.
-`probe` takes training work directories (`python -m t2v_nb.toy.train --workdir`) or UNet checkpoints in one.
+`probe` and `shape-pairs` take training work directories (`python -m t2v_nb.toy.train --workdir`) or UNet
+checkpoints in one.
 A report, not a test: it prints what it measures.
 """
 
@@ -259,20 +261,70 @@ def probe(path: str) -> None:
 
     from t2v_nb.toy import train
 
+    workdir, ckpt, tokenizer, unet, text_encoder = _work_models(path)
+    cache = torch.load(os.path.join(workdir, "latents.pt"))
+    scale = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["scaling_factor"]
+    row = train.caption_probe(cache, scale, tokenizer, components.build_scheduler())(unet, text_encoder)
+    print(f"{path} (step {ckpt['state']['step']}): " + ", ".join(f"{k} {v:.5f}" for k, v in row.items()), flush=True)
+
+
+def _work_models(path: str):
+    """(workdir, checkpoint, tokenizer, EMA unet, EMA text encoder) of a work directory or one of its checkpoints."""
+    import os
+
+    from t2v_nb.toy import train
+
     workdir, ckpt_path = (os.path.dirname(path), path) if os.path.isfile(path) else (path, os.path.join(path, "unet.pt"))
     ckpt = torch.load(ckpt_path, weights_only=False)
     tokenizer = components.build_tokenizer()
     unet, text_encoder = train.ema_models(ckpt, len(tokenizer))
+    return workdir, ckpt, tokenizer, unet.eval(), text_encoder.eval()
+
+
+def shape_pairs(path: str, n: int = 48) -> None:
+    """The shape probe split by pair: for `n` cached clips of each true shape (t in 400-699, as the log's
+    probe), how much the loss grows, relative, when the caption names each other shape instead. Tells
+    "has learned triangle" from "tells a circle from a square", which the log's single figure mixes."""
+    import os
+
+    from t2v_nb.toy import train
+
+    workdir, ckpt, tokenizer, unet, text_encoder = _work_models(path)
     cache = torch.load(os.path.join(workdir, "latents.pt"))
     scale = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["scaling_factor"]
-    row = train.caption_probe(cache, scale, tokenizer, components.build_scheduler())(unet.eval(), text_encoder.eval())
-    print(f"{path} (step {ckpt['state']['step']}): " + ", ".join(f"{k} {v:.5f}" for k, v in row.items()), flush=True)
+    scheduler = components.build_scheduler()
+    every = data.all_clips()
+    clip_ids = cache["clip"].tolist()
+    gen = torch.Generator().manual_seed(7)
+    figures = {}
+    for shape in data.SHAPES:
+        pool = torch.tensor([i for i, c in enumerate(clip_ids) if every[c].shape == shape], dtype=torch.long)
+        if len(pool) == 0:
+            print(f"{path}: no cached clip of a {shape}, its pairs are left out", flush=True)
+            continue
+        idx = pool[torch.randint(0, len(pool), (n,), generator=gen)]
+        x0 = cache["mean"][idx].float() * scale
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(400, 700, (n,), generator=gen)
+        noisy, target = scheduler.add_noise(x0, noise, t), train._target(scheduler, x0, noise, t)
+        clips = [every[clip_ids[int(i)]] for i in idx]
+
+        def loss(word):
+            ids = train.token_ids(tokenizer, [data.caption(data.Clip(c.color, word, c.direction)) for c in clips])
+            with torch.no_grad():
+                return F.mse_loss(train._unet_out(unet, text_encoder, noisy, t, ids), target).item()
+
+        true = loss(shape)
+        figures |= {f"{shape}->{other}": (loss(other) - true) / true for other in data.SHAPES if other != shape}
+    print(f"{path} (step {ckpt['state']['step']}): " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()), flush=True)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=("vae", "onestep", "calm", "steps", "words", "unet-decoder", "probe", "shape-signal"))
-    p.add_argument("models", nargs="+", help="presets or model directories (probe: work directories or checkpoints)")
+    p.add_argument("what", choices=("vae", "onestep", "calm", "steps", "words", "unet-decoder", "probe", "shape-pairs",
+                                        "shape-signal"))
+    p.add_argument("models", nargs="+", help="presets or model directories (probe, shape-pairs: work directories or "
+                                                 "checkpoints)")
     p.add_argument("--seeds", type=int, default=1, help="steps: seeds per caption")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="unet-decoder: where to save the model with the new decoder")
@@ -289,7 +341,7 @@ def main(argv=None) -> None:
             unet_decoder(model, args.out, pairs=args.pairs, steps=args.decoder_steps)
         else:
             {"vae": vae, "onestep": onestep, "calm": calm, "words": words, "probe": probe,
-             "shape-signal": shape_signal}[args.what](model)
+             "shape-pairs": shape_pairs, "shape-signal": shape_signal}[args.what](model)
 
 
 if __name__ == "__main__":

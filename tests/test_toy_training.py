@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from t2v_nb.toy import components, train
+from t2v_nb.toy import components, data, train
 
 
 def test_schedule_reaches_pure_noise_and_loss_weights_stay_finite():
@@ -102,7 +102,7 @@ def test_caption_probe_measures_the_loss_with_the_direction_or_shape_word_change
     assert train.caption_probe(cache, 1.0, tokenizer, components.build_scheduler(), n=4)(unet, text_encoder)["shape_gap"] == 0
 
 
-def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, monkeypatch):
+def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, monkeypatch, capsys):
     """The whole recipe on a toy budget: each stage checkpoints, a second call with the same budget does
     nothing, the decoder stage leaves the encoder alone, and the export loads."""
     import json
@@ -145,6 +145,24 @@ def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, monkeypatch):
     assert stable["state"]["step"] == 2 and stable["opt"]["param_groups"][0]["lr"] == pytest.approx(5e-4 * 2 / 300)
     ckpt = torch.load(os.path.join(work, "unet.pt"), weights_only=False)
     assert ckpt["state"]["step"] == 4 and ckpt["state"]["unet_channels"] == 16  # resumed runs keep their width
+
+    # the benchmark's probes read a work directory: the log's probe, and the shape probe split by pair
+    import importlib.util
+    import re
+
+    spec = importlib.util.spec_from_file_location(
+        "toy_diagnostics", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "toy_diagnostics.py"))
+    diagnostics = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagnostics)
+    diagnostics.probe(work)
+    diagnostics.shape_pairs(work, n=2)
+    printed = capsys.readouterr().out
+    assert "(step 4): probe_loss" in printed and "shape_gap_rel" in printed
+    pairs = dict(re.findall(r"(\w+->\w+) (-?[\d.]+)", printed))
+    shapes = {every.shape for every in (data.all_clips()[c] for c in torch.load(
+        os.path.join(work, "latents.pt"))["clip"].tolist())}
+    assert {k.split("->")[0] for k in pairs} == shapes and len(pairs) == 2 * len(shapes)
+    assert all(np.isfinite(float(v)) for v in pairs.values())
 
     out = str(tmp_path / "export")
     train.export(work, out)
