@@ -104,7 +104,15 @@ def test_nan_frames_are_reported_with_a_fix():
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(prompt=st.text(max_size=200))
 def test_any_text_prompt_works(prompt):
-    run = PIPE.start(prompt, **FAST)
+    import warnings
+
+    from t2v_nb.pipeline import PromptWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = PIPE.start(prompt, **FAST)
+    said = " ".join(str(w.message) for w in caught if issubclass(w.category, PromptWarning))
+    assert ("non-ASCII" in said) == (not prompt.isascii())  # told exactly when the text is not ASCII
     assert run.text.tokens[0] == "<|startoftext|>"
     assert run.text.embeddings.shape == (1, 77, 24)
     # One tokenizer call in t2v_nb gives the ids the tokenizer's own padding and truncation give.
