@@ -257,19 +257,16 @@ def probe(path: str) -> None:
     """The training log's caption probe (t2v_nb.toy.train.caption_probe: loss with the true captions, and how
     much it grows with the direction or the shape word changed) for the EMA weights of a work directory's
     unet.pt, or of another checkpoint file in a work directory (unet_stable.pt)."""
-    import os
-
     from t2v_nb.toy import train
 
-    workdir, ckpt, tokenizer, unet, text_encoder = _work_models(path)
-    cache = torch.load(os.path.join(workdir, "latents.pt"))
-    scale = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["scaling_factor"]
+    ckpt, tokenizer, unet, text_encoder, cache, scale = _work_models(path)
     row = train.caption_probe(cache, scale, tokenizer, components.build_scheduler())(unet, text_encoder)
     print(f"{path} (step {ckpt['state']['step']}): " + ", ".join(f"{k} {v:.5f}" for k, v in row.items()), flush=True)
 
 
 def _work_models(path: str):
-    """(workdir, checkpoint, tokenizer, EMA unet, EMA text encoder) of a work directory or one of its checkpoints."""
+    """(checkpoint, tokenizer, EMA unet, EMA text encoder, latent cache, VAE scaling factor) of a work directory
+    or one of its checkpoints."""
     import os
 
     from t2v_nb.toy import train
@@ -278,7 +275,9 @@ def _work_models(path: str):
     ckpt = torch.load(ckpt_path, weights_only=False)
     tokenizer = components.build_tokenizer()
     unet, text_encoder = train.ema_models(ckpt, len(tokenizer))
-    return workdir, ckpt, tokenizer, unet.eval(), text_encoder.eval()
+    cache = torch.load(os.path.join(workdir, "latents.pt"))
+    scale = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["scaling_factor"]
+    return ckpt, tokenizer, unet.eval(), text_encoder.eval(), cache, scale
 
 
 def shape_pairs(path: str, n: int = 48) -> None:
@@ -289,9 +288,7 @@ def shape_pairs(path: str, n: int = 48) -> None:
 
     from t2v_nb.toy import train
 
-    workdir, ckpt, tokenizer, unet, text_encoder = _work_models(path)
-    cache = torch.load(os.path.join(workdir, "latents.pt"))
-    scale = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["scaling_factor"]
+    ckpt, tokenizer, unet, text_encoder, cache, scale = _work_models(path)
     scheduler = components.build_scheduler()
     every = data.all_clips()
     clip_ids = cache["clip"].tolist()
