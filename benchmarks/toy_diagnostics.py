@@ -284,8 +284,6 @@ def shape_pairs(path: str, n: int = 48) -> None:
     """The shape probe split by pair: for `n` cached clips of each true shape (t in 400-699, as the log's
     probe), how much the loss grows, relative, when the caption names each other shape instead. Tells
     "has learned triangle" from "tells a circle from a square", which the log's single figure mixes."""
-    import os
-
     from t2v_nb.toy import train
 
     ckpt, tokenizer, unet, text_encoder, cache, scale = _work_models(path)
