@@ -104,7 +104,7 @@ def test_bundled_toys_carry_their_presets_defaults():
     # the export writes Preset.sampler_defaults(); the shipped directories must agree with the presets
     import os
 
-    for name, folder, extra in (("toy-shapes", "weights", {}),
+    for name, folder, extra in (("toy-shapes", "weights", set()),
                                 ("toy-shapes-flow", "weights_flow", {"max_sequence_length", "flow_shift",
                                                                      "diffusers_num_frames"})):
         preset = models.PRESETS[name]
