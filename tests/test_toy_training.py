@@ -211,3 +211,48 @@ def test_recipe_with_16x16_latents_keeps_its_latent_size_through_resume_and_expo
     torch.save({k: v if k == "clip" else v[..., ::2, ::2] for k, v in cache.items()}, os.path.join(work, "latents.pt"))
     with pytest.raises(ValueError, match="16x16 latents but the latent cache's are 8x8"):
         train.train_unet(work, steps=2, batch_size=2, eval_every=0)
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_and_the_same_call_carries_on(tmp_path, monkeypatch):
+    """Issue 13's "Ctrl-C safe": a real SIGINT in the middle of a UNet step raises no KeyboardInterrupt; the
+    step finishes, a checkpoint is written, and the same call again trains on to its budget."""
+    import os
+    import signal
+
+    from transformers import CLIPTokenizer
+
+    from t2v_nb.models import toy_model_dir
+
+    shipped = os.path.join(toy_model_dir(), "tokenizer")
+    monkeypatch.setattr(components, "build_tokenizer", lambda *a, **k: CLIPTokenizer.from_pretrained(shipped))
+    work = str(tmp_path / "run")
+    os.makedirs(work)
+    train.train_vae(work, steps=1, batch_frames=2)
+    train.tune_decoder(work, steps=1, batch_frames=2)
+    train.encode_dataset(work, num_videos=2, chunk=2)
+
+    calls = []
+    target = train._target
+
+    def interrupted_at_the_second_step(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, while the step is half done
+        return target(*args)
+
+    monkeypatch.setattr(train, "_target", interrupted_at_the_second_step)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(train, "_stop", train.Stop())
+    try:
+        train._stop.install()
+        train.train_unet(work, steps=5, batch_size=2, eval_every=0, channels=8)
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+    assert train._stop  # the signal was seen ...
+    assert torch.load(os.path.join(work, "unet.pt"), weights_only=False)["state"]["step"] == 2  # ... after the step
+
+    monkeypatch.setattr(train, "_stop", train.Stop())  # the next run of the same command
+    train.train_unet(work, steps=5, batch_size=2, eval_every=0, channels=8)
+    assert len(calls) == 5
+    assert torch.load(os.path.join(work, "unet.pt"), weights_only=False)["state"]["step"] == 5

@@ -27,7 +27,6 @@ import copy
 import json
 import math
 import os
-import signal
 import time
 
 import numpy as np
@@ -36,20 +35,9 @@ import torch.nn.functional as F
 
 from ..models import PRESETS
 from . import components, data
+from ._recipe import Stop, log as _log
 
-_stop = False
-
-
-def _on_signal(signum, frame):  # finish the current step, checkpoint, exit
-    global _stop
-    _stop = True
-
-
-def _log(workdir: str, **row) -> None:
-    row["time"] = time.time()
-    with open(os.path.join(workdir, "log.jsonl"), "a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "time"), flush=True)
+_stop = Stop()  # set by Ctrl-C or SIGTERM (see main)
 
 
 def _save(obj, path: str) -> None:
@@ -705,8 +693,7 @@ def main(argv=None) -> None:
         return
     if args.init_from:
         init_from(args.workdir, args.init_from)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    _stop.install()
     train_vae(args.workdir, args.vae_steps, seed=args.seed, scale_factor=args.vae_scale_factor)
     if not _stop:
         tune_decoder(args.workdir, args.decoder_steps, noise=args.decoder_noise, seed=args.seed)

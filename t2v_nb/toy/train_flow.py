@@ -33,7 +33,6 @@ import copy
 import json
 import math
 import os
-import signal
 import time
 
 import numpy as np
@@ -43,26 +42,14 @@ import torch.nn.functional as F
 from ..models import PRESETS
 from . import data
 from . import flow_components as fc
+from ._recipe import Stop, log as _log
 
-_stop = False
+_stop = Stop()  # set by Ctrl-C or SIGTERM (see main)
 # The preset's sampler settings, and Wan's two the export also records (text length, flow shift).
 DEFAULTS = {**PRESETS["toy-shapes-flow"].sampler_defaults(), "max_sequence_length": fc.TEXT_LENGTH,
             "flow_shift": fc.SHIFT}
 # The fixed accuracy sample: every held-out combination and 18 seen ones, seed 0.
 EVAL_CLIPS = data.held_out_clips() + data.seen_clips()[::3]
-
-
-def _on_signal(signum, frame):  # finish the current step, checkpoint, exit
-    global _stop
-    _stop = True
-
-
-def _log(workdir: str, **row) -> None:
-    row["time"] = time.time()
-    with open(os.path.join(workdir, "log.jsonl"), "a") as f:
-        f.write(json.dumps(row) + "\n")
-    print(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items() if k != "time"),
-          flush=True)
 
 
 def _save(obj, path: str) -> None:
@@ -543,8 +530,7 @@ def main(argv=None) -> None:
         if args.benchmark:
             benchmark(args.benchmark)
         return
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    _stop.install()
     train_vae(args.workdir, args.vae_minutes, batch=args.vae_batch, seed=args.seed)
     if not _stop:
         encode_dataset(args.workdir, args.num_videos, seed=args.seed)
