@@ -8,6 +8,18 @@ import torch
 from t2v_nb.toy import components, data, train
 
 
+@pytest.fixture
+def shipped_tokenizer(monkeypatch):
+    """Building the tokenizer needs CLIP's merges file from the `train` extra (open_clip_torch); the shipped
+    tokenizer is what it builds, so the recipe is tested with that one where the extra is not installed."""
+    import os
+
+    from transformers import CLIPTokenizer
+
+    from t2v_nb.models import toy_model_dir
+
+
+
 def test_schedule_reaches_pure_noise_and_loss_weights_stay_finite():
     sched = components.build_scheduler()
     ac = sched.alphas_cumprod
@@ -102,22 +114,15 @@ def test_caption_probe_measures_the_loss_with_the_direction_or_shape_word_change
     assert train.caption_probe(cache, 1.0, tokenizer, components.build_scheduler(), n=4)(unet, text_encoder)["shape_gap"] == 0
 
 
-def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, monkeypatch, capsys):
+def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, shipped_tokenizer, capsys):
     """The whole recipe on a toy budget: each stage checkpoints, a second call with the same budget does
     nothing, the decoder stage leaves the encoder alone, and the export loads."""
     import json
     import os
 
     import numpy as np
-    from transformers import CLIPTokenizer
 
     import t2v_nb
-    from t2v_nb.models import toy_model_dir
-
-    # Building the tokenizer needs CLIP's merges file from the `train` extra (open_clip_torch); the shipped
-    # tokenizer is what it builds, so the recipe is tested with that one where the extra is not installed.
-    shipped = os.path.join(toy_model_dir(), "tokenizer")
-    monkeypatch.setattr(components, "build_tokenizer", lambda *a, **k: CLIPTokenizer.from_pretrained(shipped))
 
     work = str(tmp_path / "run")
     os.makedirs(work)
@@ -176,17 +181,12 @@ def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, monkeypatch, capsy
     assert video.frames.shape == (8, 64, 64, 3) and np.isfinite(video.frames).all()
 
 
-def test_recipe_with_16x16_latents_keeps_its_latent_size_through_resume_and_export(tmp_path, monkeypatch):
+def test_recipe_with_16x16_latents_keeps_its_latent_size_through_resume_and_export(tmp_path, shipped_tokenizer):
     import json
     import os
 
-    from transformers import CLIPTokenizer
-
     import t2v_nb
-    from t2v_nb.models import toy_model_dir
 
-    shipped = os.path.join(toy_model_dir(), "tokenizer")
-    monkeypatch.setattr(components, "build_tokenizer", lambda *a, **k: CLIPTokenizer.from_pretrained(shipped))
     work = str(tmp_path / "run")
     os.makedirs(work)
     train.train_vae(work, steps=2, batch_frames=2, scale_factor=4)
@@ -213,18 +213,12 @@ def test_recipe_with_16x16_latents_keeps_its_latent_size_through_resume_and_expo
         train.train_unet(work, steps=2, batch_size=2, eval_every=0)
 
 
-def test_ctrl_c_finishes_the_step_checkpoints_and_the_same_call_carries_on(tmp_path, monkeypatch):
+def test_ctrl_c_finishes_the_step_checkpoints_and_the_same_call_carries_on(tmp_path, shipped_tokenizer, monkeypatch):
     """Issue 13's "Ctrl-C safe": a real SIGINT in the middle of a UNet step raises no KeyboardInterrupt; the
     step finishes, a checkpoint is written, and the same call again trains on to its budget."""
     import os
     import signal
 
-    from transformers import CLIPTokenizer
-
-    from t2v_nb.models import toy_model_dir
-
-    shipped = os.path.join(toy_model_dir(), "tokenizer")
-    monkeypatch.setattr(components, "build_tokenizer", lambda *a, **k: CLIPTokenizer.from_pretrained(shipped))
     work = str(tmp_path / "run")
     os.makedirs(work)
     train.train_vae(work, steps=1, batch_frames=2)

@@ -1,5 +1,5 @@
 """What the two training recipes (`train` for toy-shapes, `train_flow` for toy-shapes-flow) share: the run's
-log and a clean stop on Ctrl-C or SIGTERM."""
+log, checkpoints written whole, and a clean stop on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,6 +7,15 @@ import json
 import os
 import signal
 import time
+
+import torch
+
+
+def save(obj, path: str) -> None:
+    """torch.save through a temporary file, so that a stop mid-write leaves the previous checkpoint whole."""
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def log(workdir: str, **row) -> None:

@@ -35,15 +35,9 @@ import torch.nn.functional as F
 
 from ..models import PRESETS
 from . import components, data
-from ._recipe import Stop, log as _log
+from ._recipe import Stop, log as _log, save as _save
 
 _stop = Stop()  # set by Ctrl-C or SIGTERM (see main)
-
-
-def _save(obj, path: str) -> None:
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- stage 1: VAE

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from ..models import PRESETS
 from . import data
 from . import flow_components as fc
-from ._recipe import Stop, log as _log
+from ._recipe import Stop, log as _log, save as _save
 
 _stop = Stop()  # set by Ctrl-C or SIGTERM (see main)
 # The preset's sampler settings, and Wan's two the export also records (text length, flow shift).
@@ -50,12 +50,6 @@ DEFAULTS = {**PRESETS["toy-shapes-flow"].sampler_defaults(), "max_sequence_lengt
             "flow_shift": fc.SHIFT}
 # The fixed accuracy sample: every held-out combination and 18 seen ones, seed 0.
 EVAL_CLIPS = data.held_out_clips() + data.seen_clips()[::3]
-
-
-def _save(obj, path: str) -> None:
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def to_model_space(vae, z: torch.Tensor) -> torch.Tensor:
