@@ -18,6 +18,8 @@ def shipped_tokenizer(monkeypatch):
 
     from t2v_nb.models import toy_model_dir
 
+    shipped = os.path.join(toy_model_dir(), "tokenizer")
+    monkeypatch.setattr(components, "build_tokenizer", lambda *a, **k: CLIPTokenizer.from_pretrained(shipped))
 
 
 def test_schedule_reaches_pure_noise_and_loss_weights_stay_finite():
