@@ -53,6 +53,10 @@ def test_unet_learning_rate_warms_up_holds_then_decays_to_zero():
     assert train.unet_lr(9, 10, lr, decay_steps=3000) == pytest.approx(0.0, abs=1e-12)  # decay covers a short run
     with pytest.raises(ValueError, match="decay_steps"):
         train.unet_lr(0, 10, lr, decay_steps=-1)
+    # a run that went on with a fresh optimizer at step 5,000 warms up again from there, then follows the schedule
+    rewarmed = [train.unet_lr(s, steps, lr, 3000, rewarm_from=5000) for s in range(5000, steps)]
+    assert rewarmed[0] == pytest.approx(lr / train.WARMUP_STEPS) and rewarmed[train.WARMUP_STEPS - 1] == pytest.approx(lr)
+    assert rewarmed[train.WARMUP_STEPS:] == rates[5000 + train.WARMUP_STEPS:]
 
 
 def test_warm_start_moves_the_spatial_layers_between_unet_kinds():
@@ -252,3 +256,42 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_the_same_call_carries_on(tmp_p
     train.train_unet(work, steps=5, batch_size=2, eval_every=0, channels=8)
     assert len(calls) == 5
     assert torch.load(os.path.join(work, "unet.pt"), weights_only=False)["state"]["step"] == 5
+
+
+def test_a_run_moves_to_a_new_work_directory_through_its_export(tmp_path, shipped_tokenizer):
+    """Export + init_from carry a run to another machine (or session) in the diffusers layout: the step count,
+    the CPU time and the VAE carry over, the latent cache is encoded again to the same numbers, and the UNet goes
+    on from the exported (EMA) weights with a fresh optimizer, its learning rate warming up again."""
+    import json
+    import os
+
+    work, out, moved = (str(tmp_path / name) for name in ("run", "export", "moved"))
+    os.makedirs(work)
+    train.train_vae(work, steps=1, batch_frames=2, scale_factor=4)
+    train.tune_decoder(work, steps=1, batch_frames=2)
+    train.encode_dataset(work, num_videos=2, chunk=2)
+    train.train_unet(work, steps=2, batch_size=2, eval_every=0, channels=8)
+    before = torch.load(os.path.join(work, "unet.pt"), weights_only=False)
+    train.export(work, out, fit_preview=False)
+    info = json.load(open(os.path.join(out, "model_index.json")))["training"]
+    assert info["unet_steps"] == 2 and info["unet_cpu_minutes"] == round(before["state"]["cpu_seconds"] / 60, 1)
+
+    index = json.load(open(os.path.join(out, "model_index.json")))
+    index["training"]["unet_cpu_minutes"] = 12.5  # as if it had trained for longer: the figure must carry over
+    json.dump(index, open(os.path.join(out, "model_index.json"), "w"))
+    os.makedirs(moved)
+    train.init_from(moved, out)
+    assert torch.load(os.path.join(moved, "unet.pt"), weights_only=False)["state"]["cpu_seconds"] == 12.5 * 60
+    train.tune_decoder(moved, steps=1)  # its budget is reached already: the exported VAE is the tuned one
+    train.encode_dataset(moved, num_videos=2, chunk=2)
+    old, new = torch.load(os.path.join(work, "latents.pt")), torch.load(os.path.join(moved, "latents.pt"))
+    assert torch.equal(old["clip"], new["clip"]) and torch.allclose(old["mean"], new["mean"], atol=1e-5)
+    train.train_unet(moved, steps=4, batch_size=2, eval_every=0)
+    ckpt = torch.load(os.path.join(moved, "unet.pt"), weights_only=False)
+    assert ckpt["state"]["step"] == 4 and ckpt["state"]["unet_channels"] == 8 and ckpt["state"]["latent_size"] == 16
+    assert ckpt["state"]["fresh_optimizer_at"] == [2] and ckpt["state"]["rewarm_from"] == 2
+    # step 3 (0-based) is the second after the move: the rate is 2/300 of the warmed-up one's at that step
+    assert ckpt["opt"]["param_groups"][0]["lr"] == pytest.approx(train.unet_lr(3, 4, 5e-4, 3000) * 2 / train.WARMUP_STEPS)
+    assert ckpt["state"]["cpu_seconds"] > 12.5 * 60  # carried on, not started over
+    train.export(moved, out, fit_preview=False)
+    assert json.load(open(os.path.join(out, "model_index.json")))["training"]["unet_fresh_optimizer_at"] == [2]

@@ -288,15 +288,19 @@ def loss_weights(alphas_cumprod: torch.Tensor, scheme: str = "layout", gamma: fl
 WARMUP_STEPS = 300
 
 
-def unet_lr(step: int, steps: int, lr: float, decay_steps: int) -> float:
+def unet_lr(step: int, steps: int, lr: float, decay_steps: int, rewarm_from: int | None = None) -> float:
     """Learning rate of UNet step `step` (0-based) of `steps`: a linear warm-up over the first 300 steps, then
     constant ("stable"), then over the last `decay_steps` (at most all of them) a cosine down to zero
     (warm-up, stable, decay). Because the decay is tied to the end, a run can be lengthened before it reaches
-    the decay: the stable phase just goes on (see `stable_checkpoint_path`)."""
+    the decay: the stable phase just goes on (see `stable_checkpoint_path`). `rewarm_from`: the step at which
+    a run went on with a fresh optimizer (`init_from`); the rate warms up again over 300 steps from there, as
+    Adam's first steps without its moments are as large as the learning rate in every parameter."""
     if decay_steps < 0:
         raise ValueError(f"decay_steps must be >= 0, got {decay_steps}")
     decay_steps = min(decay_steps, steps)
     rate = lr * min(1.0, (step + 1) / WARMUP_STEPS)
+    if rewarm_from is not None:
+        rate *= min(1.0, (step - rewarm_from + 1) / WARMUP_STEPS)
     start = steps - decay_steps
     if decay_steps and step >= start:
         rate *= 0.5 * (1 + math.cos(math.pi * (step - start + 1) / decay_steps))
@@ -415,9 +419,12 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
         text_encoder.load_state_dict(ckpt["text_encoder"])
         ema["unet"].load_state_dict(ckpt["ema_unet"])
         ema["text_encoder"].load_state_dict(ckpt["ema_text_encoder"])
+        state = {"unet_kind": kind, "unet_channels": channels, "latent_size": latent_size, **ckpt["state"]}
         if ckpt["opt"] is not None:
             opt.load_state_dict(ckpt["opt"])  # moves the moments to the parameters' device
-        state = {"unet_kind": kind, "unet_channels": channels, "latent_size": latent_size, **ckpt["state"]}
+        elif state["step"] > 0:  # weights without their optimizer (init_from): warm up again
+            state["rewarm_from"] = state["step"]
+            state["fresh_optimizer_at"] = [*state.get("fresh_optimizer_at", []), state["step"]]
     state.setdefault("seconds_by_device", {"cpu": state["seconds"]})  # runs from before devices trained on the CPU
     state["decay_steps"] = decay_steps  # for the export's record of the recipe
 
@@ -461,7 +468,7 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
         pred = _unet_out(unet, text_encoder, noisy, t, input_ids)
         per_sample = (pred - _target(scheduler, x0, noise, t)).pow(2).mean(dim=(1, 2, 3, 4))
         loss = (per_sample * weight[t]).mean()
-        rate = unet_lr(state["step"], steps, lr, decay_steps)
+        rate = unet_lr(state["step"], steps, lr, decay_steps, state.get("rewarm_from"))
         for g in opt.param_groups:
             g["lr"] = rate
         opt.zero_grad(set_to_none=True)
@@ -590,8 +597,11 @@ def export(workdir: str, out: str, fit_preview: bool = True) -> None:
         "scheduler": ["diffusers", "DDIMScheduler"],
         "t2v_nb_defaults": PRESETS["toy-shapes"].sampler_defaults(),
         "training": {"unet_steps": ckpt["state"]["step"], "unet_minutes": round(ckpt["state"]["seconds"] / 60, 1),
+                     "unet_cpu_minutes": round(ckpt["state"].get("cpu_seconds", 0.0) / 60, 1),
                      "vae_steps": vae_state["step"], "decoder_steps": vae_state.get("decoder", {}).get("step", 0),
-                     **({"unet_decay_steps": ckpt["state"]["decay_steps"]} if "decay_steps" in ckpt["state"] else {})},
+                     **({"unet_decay_steps": ckpt["state"]["decay_steps"]} if "decay_steps" in ckpt["state"] else {}),
+                     **({"unet_fresh_optimizer_at": ckpt["state"]["fresh_optimizer_at"]}
+                        if ckpt["state"].get("fresh_optimizer_at") else {})},
     }
     with open(os.path.join(out, "model_index.json"), "w") as f:
         json.dump(index, f, indent=2)
@@ -616,7 +626,9 @@ def init_from(workdir: str, model_dir: str) -> None:
     """Seed an empty work directory from exported weights (the shipped model), to train on from there.
 
     The exported weights are the EMA weights; they become both the live and the EMA copy. The
-    optimizer starts fresh; the step count and training time carry on from model_index.json.
+    optimizer starts fresh (so the learning rate warms up again: `unet_lr`); the step count and training
+    time carry on from model_index.json. An export and this are also how a run moves to another machine
+    in ~10 MB (the work directory's checkpoints hold the optimizer too; the latent cache is encoded again).
     """
     import diffusers
     from diffusers import AutoencoderKL
@@ -637,6 +649,8 @@ def init_from(workdir: str, model_dir: str) -> None:
         unet = getattr(diffusers, unet_cls).from_pretrained(os.path.join(model_dir, "unet"))
         te = CLIPTextModel.from_pretrained(os.path.join(model_dir, "text_encoder"))
         state = {"step": info.get("unet_steps", 0), "seconds": info.get("unet_minutes", 0.0) * 60,
+                 "cpu_seconds": info.get("unet_cpu_minutes", 0.0) * 60,
+                 "fresh_optimizer_at": info.get("unet_fresh_optimizer_at", []),
                  "unet_kind": components.unet_kind(unet), "unet_channels": unet.config.block_out_channels[0],
                  "latent_size": unet.config.sample_size}
         _save({"unet": unet.state_dict(), "text_encoder": te.state_dict(), "ema_unet": unet.state_dict(),
