@@ -295,3 +295,17 @@ def test_a_run_moves_to_a_new_work_directory_through_its_export(tmp_path, shippe
     assert ckpt["state"]["cpu_seconds"] > 12.5 * 60  # carried on, not started over
     train.export(moved, out, fit_preview=False)
     assert json.load(open(os.path.join(out, "model_index.json")))["training"]["unet_fresh_optimizer_at"] == [2]
+
+
+def test_the_recipe_asks_for_the_train_extra_before_any_work(tmp_path, monkeypatch):
+    """Without open_clip_torch (the `train` extra) the tokenizer cannot be built; the command says so at once,
+    not after the VAE stages, and leaves no work directory behind."""
+    import importlib.util
+    import os
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "open_clip" else find_spec(name, *a))
+    work = tmp_path / "run"
+    with pytest.raises(ImportError, match=r"\.\[train\]"):
+        train.main(["--workdir", str(work), "--vae-steps", "1"])
+    assert not os.path.exists(work)

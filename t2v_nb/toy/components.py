@@ -87,7 +87,7 @@ def clip_bpe_file() -> str:
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("Building the toy tokenizer needs CLIP's merges file from the open_clip_torch wheel: "
-                          "pip install --no-deps open_clip_torch")
+                          "pip install -e \".[train]\" (or pip install --no-deps open_clip_torch)")
     return os.path.join(spec.submodule_search_locations[0], "bpe_simple_vocab_16e6.txt.gz")
 
 

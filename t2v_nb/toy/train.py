@@ -694,6 +694,9 @@ def main(argv=None) -> None:
     p.add_argument("--warm-start", metavar="DIR", help="a new run's UNet starts with the tensors of the same name "
                    "and size from this work or model directory (e.g. the spatial layers of the other kind)")
     args = p.parse_args(argv)
+    # The UNet stage and the export build the tokenizer from the `train` extra's file: fail now, not after
+    # the ~45 minutes of the VAE stages.
+    components.clip_bpe_file()
     torch.set_num_threads(args.threads)
     os.makedirs(args.workdir, exist_ok=True)
     if args.export:
