@@ -9,6 +9,7 @@
     python benchmarks/toy_diagnostics.py shape-signal DIR [DIR ...]   # how loud shape is in the latents, vs colour
     python benchmarks/toy_diagnostics.py probe WORKDIR [...]      # the training log's word probes, for any checkpoint
     python benchmarks/toy_diagnostics.py shape-pairs WORKDIR [...]  # the shape probe split by pair of shapes
+    python benchmarks/toy_diagnostics.py step-speed DIR [DIR ...]     # a UNet training step: fp32, bf16, compiled
 
 DIR: a preset (toy-shapes) or an exported model directory (`python -m t2v_nb.toy.train --export`). Every
 figure is the strict evaluator's template IoU with the caption's shape (t2v_nb.toy.evaluate), per shape.
@@ -314,10 +315,42 @@ def shape_pairs(path: str, n: int = 48) -> None:
     print(f"{path} (step {ckpt['state']['step']}): " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()), flush=True)
 
 
+def step_speed(model: str, batch: int = 32, repeats: int = 3, modes=("fp32", "bf16", "compile")) -> None:
+    """Wall seconds of one training step of the model's UNet (forward and backward on a batch of `batch`
+    noisy latents of its size; no optimizer), eagerly in float32, under bfloat16 autocast, and after
+    torch.compile (whose first call, the compilation, is reported apart). The median of `repeats` steps after
+    two warm-up steps. Run it on an otherwise idle machine: it measures the machine as much as the model."""
+    import statistics
+
+    unet = t2v_nb.load(model).unet.train().requires_grad_(True)
+    size, frames = unet.config.sample_size, data.NUM_FRAMES
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, unet.config.in_channels, frames, size, size, generator=gen)
+    t = torch.randint(0, 1000, (batch,), generator=gen)
+    context = torch.randn(batch, 77, unet.config.cross_attention_dim, generator=gen)
+    for mode in modes:
+        forward = torch.compile(unet) if mode == "compile" else unet
+
+        def step() -> float:
+            t0 = time.perf_counter()
+            unet.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+                out = forward(x, t, encoder_hidden_states=context).sample
+            out.float().pow(2).mean().backward()
+            return time.perf_counter() - t0
+
+        first = step()
+        step()
+        seconds = statistics.median(step() for _ in range(repeats))
+        extra = f" (first call {first:.1f} s)" if mode == "compile" else ""
+        print(f"{model} {size}x{size} latents, batch {batch}, {torch.get_num_threads()} threads: {mode} "
+              f"{seconds:.2f} s a step{extra}", flush=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("what", choices=("vae", "onestep", "calm", "steps", "words", "unet-decoder", "probe", "shape-pairs",
-                                        "shape-signal"))
+                                        "shape-signal", "step-speed"))
     p.add_argument("models", nargs="+", help="presets or model directories (probe, shape-pairs: work directories or "
                                                  "checkpoints)")
     p.add_argument("--seeds", type=int, default=1, help="steps: seeds per caption")
@@ -336,7 +369,7 @@ def main(argv=None) -> None:
             unet_decoder(model, args.out, pairs=args.pairs, steps=args.decoder_steps)
         else:
             {"vae": vae, "onestep": onestep, "calm": calm, "words": words, "probe": probe,
-             "shape-pairs": shape_pairs, "shape-signal": shape_signal}[args.what](model)
+             "shape-pairs": shape_pairs, "shape-signal": shape_signal, "step-speed": step_speed}[args.what](model)
 
 
 if __name__ == "__main__":

@@ -185,6 +185,9 @@ def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, shipped_tokenizer,
     pipe = t2v_nb.load(out)
     video = pipe.generate("a red circle moving right", seed=0, num_inference_steps=2, progress=False)
     assert video.frames.shape == (8, 64, 64, 3) and np.isfinite(video.frames).all()
+    diagnostics.step_speed(out, batch=1, repeats=1, modes=("fp32", "bf16"))  # the benchmark of a training step
+    timed = [line.split(": ")[-1].split() for line in capsys.readouterr().out.splitlines() if "s a step" in line]
+    assert [row[0] for row in timed] == ["fp32", "bf16"] and all(float(row[1]) > 0 for row in timed)
 
 
 def test_recipe_with_16x16_latents_keeps_its_latent_size_through_resume_and_export(tmp_path, shipped_tokenizer):
