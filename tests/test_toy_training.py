@@ -298,6 +298,9 @@ def test_a_run_moves_to_a_new_work_directory_through_its_export(tmp_path, shippe
     assert ckpt["state"]["cpu_seconds"] > 12.5 * 60  # carried on, not started over
     train.export(moved, out, fit_preview=False)
     assert json.load(open(os.path.join(out, "model_index.json")))["training"]["unet_fresh_optimizer_at"] == [2]
+    # the same command in the next session, where the work directory survived: its own checkpoints are kept
+    assert train.init_from(moved, out) == []
+    assert torch.load(os.path.join(moved, "unet.pt"), weights_only=False)["state"]["step"] == 4
 
 
 def test_the_recipe_asks_for_the_train_extra_before_any_work(tmp_path, monkeypatch):

@@ -622,8 +622,11 @@ def fit_preview_factors(vae):
     return preview.fit_linear_preview(vae, latents.unsqueeze(2), source=PREVIEW_SOURCE, foreground=FOREGROUND_WEIGHT)
 
 
-def init_from(workdir: str, model_dir: str) -> None:
+def init_from(workdir: str, model_dir: str) -> list[str]:
     """Seed an empty work directory from exported weights (the shipped model), to train on from there.
+
+    Only missing checkpoints are written: where the work directory already holds `vae.pt` or `unet.pt`, that
+    one is kept (so the same command goes on from a surviving run). Returns the names of the files it wrote.
 
     The exported weights are the EMA weights; they become both the live and the EMA copy. The
     optimizer starts fresh (so the learning rate warms up again: `unet_lr`); the step count and training
@@ -638,6 +641,7 @@ def init_from(workdir: str, model_dir: str) -> None:
         index = json.load(f)
     info = index.get("training", {})
     unet_cls = index["unet"][1]
+    written = []
     if not os.path.exists(os.path.join(workdir, "vae.pt")):
         vae = AutoencoderKL.from_pretrained(os.path.join(model_dir, "vae"))
         state = {"step": info.get("vae_steps", 0), "seconds": 0.0, "done": True,
@@ -645,6 +649,7 @@ def init_from(workdir: str, model_dir: str) -> None:
                  "decoder": {"step": info.get("decoder_steps", 0), "seconds": 0.0}}
         _save({"model": vae.state_dict(), "opt": None, "state": state, "scaling_factor": vae.config.scaling_factor},
               os.path.join(workdir, "vae.pt"))
+        written.append("vae.pt")
     if not os.path.exists(os.path.join(workdir, "unet.pt")):
         unet = getattr(diffusers, unet_cls).from_pretrained(os.path.join(model_dir, "unet"))
         te = CLIPTextModel.from_pretrained(os.path.join(model_dir, "text_encoder"))
@@ -655,7 +660,12 @@ def init_from(workdir: str, model_dir: str) -> None:
                  "latent_size": unet.config.sample_size}
         _save({"unet": unet.state_dict(), "text_encoder": te.state_dict(), "ema_unet": unet.state_dict(),
                "ema_text_encoder": te.state_dict(), "opt": None, "state": state}, os.path.join(workdir, "unet.pt"))
-    print(f"initialised {workdir} from {model_dir}: {info}")
+        written.append("unet.pt")
+    if written:
+        print(f"initialised {', '.join(written)} in {workdir} from {model_dir}: {info}")
+    else:
+        print(f"{workdir} already holds vae.pt and unet.pt: going on from them, {model_dir} is not used")
+    return written
 
 
 def main(argv=None) -> None:
