@@ -623,7 +623,7 @@ def fit_preview_factors(vae):
 
 
 def init_from(workdir: str, model_dir: str) -> list[str]:
-    """Seed an empty work directory from exported weights (the shipped model), to train on from there.
+    """Fill in a work directory's missing checkpoints from exported weights, to train on from there.
 
     Only missing checkpoints are written: where the work directory already holds `vae.pt` or `unet.pt`, that
     one is kept (so the same command goes on from a surviving run). Returns the names of the files it wrote.
