@@ -37,8 +37,8 @@ from t2v_nb import schedulers as _sched  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 PROMPT = "a red circle moving right"
-# the toy preset's sizes and steps; guidance 7.5 as these rows were first measured (the toy preset says 3 now,
-# while t >= 700; neither changes the work: both branches are computed at every step)
+# the toy preset's sizes and steps; guidance 7.5 as these rows were first measured (the toy preset says 3 now;
+# the scale does not change the work: both branches are computed at every step)
 TOY = dict(num_frames=8, height=64, width=64, num_inference_steps=20, guidance_scale=7.5)
 PEAK_TFLOPS = {  # dense fp16 tensor-core peaks, vendor datasheets
     "T4": (65.0, "NVIDIA T4 datasheet, fp16/fp32-accumulate tensor core"),

@@ -34,8 +34,8 @@ def _diffusers_pipes():
     ms = diffusers.TextToVideoSDPipeline.from_pretrained(toy_model_dir("toy-shapes"), local_files_only=True)
     ms.scheduler = diffusers.DPMSolverMultistepScheduler.from_config(ms.scheduler.config)
     ms.set_progress_bar_config(disable=True)
-    # diffusers guides every step; t2v_nb's preset only while t >= 700 but computes both branches at every step,
-    # so the model work per video is the same on both sides
+    # both guide every step (t2v_nb's preset since 2026-12-01; before, it guided only while t >= 700 but computed
+    # both branches at every step all the same), so the model work per video is the same on both sides
     out["toy-shapes"] = lambda: ms(PROMPT, num_frames=8, height=64, width=64, num_inference_steps=20,
                                    guidance_scale=PRESETS["toy-shapes"].guidance_scale,
                                    generator=torch.Generator().manual_seed(0), output_type="np")

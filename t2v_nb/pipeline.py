@@ -309,7 +309,8 @@ class StepwisePipeline:
                 range (the scheduler's units, 0-1000; t = 999 is pure noise); at the other steps the step
                 follows the prompt's prediction alone (g = 1). Both branches are still computed, so hooks and
                 the trace see `step.noise_pred_uncond` at every step. None: every step. Default: the model's
-                (`pipe.defaults`; the toy-shapes preset guides only while t >= 700, see its README).
+                (`pipe.defaults`; every preset now guides every step: the toy-shapes model shipped until
+                2026-12-01 guided only while t >= 700, see the toy README).
                 Kynkäänniemi et al. 2024, *Applying Guidance in a Limited Interval*.
             negative_prompt: the text guidance steers away from ("" = unconditional).
             scheduler: a short name ("ddim", "dpm++", "euler", ... see `t2v_nb.schedulers.SCHEDULERS`) or a

@@ -55,7 +55,8 @@ def sd_vae_preview() -> LinearPreview:
 
 
 @torch.no_grad()
-def fit_linear_preview(vae, latents: torch.Tensor, source: str = "", foreground: float = 0.0) -> LinearPreview:
+def fit_linear_preview(vae, latents: torch.Tensor, source: str = "", foreground: float = 0.0,
+                       latent_noise: float = 0.0, seed: int = 0) -> LinearPreview:
     """Fit a LinearPreview for `vae` on its own decodes of `latents` ([N, C, F, h, w], scaled).
 
     Each decoded frame is averaged down to the latent grid (one RGB value per latent pixel), then
@@ -65,13 +66,24 @@ def fit_linear_preview(vae, latents: torch.Tensor, source: str = "", foreground:
     frame's median colour): where the frames are mostly plain background (the toy's dark 64x64 frames are
     ~95% background), an unweighted fit spends itself on the background and washes the subject's colours
     out. The weights cannot add what the latents do not hold linearly: see the toy README.
+
+    `latent_noise` > 0 fits the factors to read latents with Gaussian noise of that standard deviation
+    added (seeded by `seed`) while the colours they must give are still the decodes of the clean
+    latents. Use it where sampled latents keep noise that the decoder ignores (the toy's decoder was
+    tuned to ignore noise up to 0.5): least squares then gives the noise-only directions smaller
+    weights, and the preview shows less of it as coloured speckle on the background.
     """
+    if latent_noise < 0:
+        raise ValueError(f"latent_noise must be >= 0, got {latent_noise!r}.")
     N, C, F, h, w = latents.shape
     z = latents.permute(0, 2, 1, 3, 4).reshape(N * F, C, h, w)  # [N*F, C, h, w]
     images = vae.decode((z / vae.config.scaling_factor).to(vae.device, vae.dtype)).sample.float().cpu()
     images = (images / 2 + 0.5).clamp(0, 1)  # [N*F, 3, H, W]
     images = torch.nn.functional.adaptive_avg_pool2d(images, (h, w))  # [N*F, 3, h, w]
-    X = z.float().cpu().permute(0, 2, 3, 1).reshape(-1, C).numpy()  # [P, C]
+    z = z.float().cpu()
+    if latent_noise:
+        z = z + latent_noise * torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))
+    X = z.permute(0, 2, 3, 1).reshape(-1, C).numpy()  # [P, C]
     Y = images.permute(0, 2, 3, 1).reshape(-1, 3).numpy()  # [P, 3]
     background = images.flatten(2).median(dim=2).values  # [N*F, 3]
     contrast = (images - background[:, :, None, None]).norm(dim=1).reshape(-1).numpy()  # [P]

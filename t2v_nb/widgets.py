@@ -57,7 +57,7 @@ class Studio:
             starting values of the controls (defaults: the model's, `pipe.defaults`).
         capture_attention: start with "capture attention" ticked (records cross-attention: word maps).
         early_guidance_only: for a model whose defaults guide only some steps (`guidance_interval`, e.g.
-            toy-shapes: while t >= 700), start with that box ticked (default) or not (guidance at every step).
+            `(700, 1000)`: while t >= 700), start with that box ticked (default) or not (guidance at every step).
             Models that guide every step do not show the box.
         min_update_interval: the live preview is redrawn after every step, but at most this often (s).
     """

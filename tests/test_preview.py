@@ -78,6 +78,28 @@ def test_foreground_weighting_fits_the_subject_not_the_background():
     assert errors[30.0] < 0.5 * errors[0.0], errors
 
 
+def test_fitting_with_latent_noise_reads_noisy_latents_better():
+    """Sampled latents can keep noise that the decoder ignores. Fitted on noisy copies of the latents, the
+    factors give smaller weights to the channels that carry little colour, so on noisy latents their colours
+    come closer to the clean decode than those of the plain fit (which is exact only on clean latents)."""
+    matrix = np.array([[0.1, 0.05, 0.0], [0.0, 0.1, 0.0], [0.0, 0.0, 0.1], [0.1, 0.1, 0.1]], np.float32)
+    vae = LinearVAE(matrix, np.array([0.5, 0.5, 0.5], np.float32))
+    g = torch.Generator().manual_seed(0)
+    spread = torch.tensor([1.0, 0.2, 0.2, 0.2])[None, :, None, None, None]  # channel 0 holds most of the colour
+    latents = spread * torch.randn(8, 4, 2, 8, 8, generator=g)  # [N, C, F, h, w] (scaled)
+    test = spread * torch.randn(8, 4, 2, 8, 8, generator=g)
+    truth = LinearPreview(matrix, vae.b.numpy())(test)  # the decode averaged to the latent grid
+    noisy = test + 0.5 * torch.randn(test.shape, generator=g)
+    plain = fit_linear_preview(vae, latents)
+    robust = fit_linear_preview(vae, latents, latent_noise=0.5)
+    assert np.allclose(plain(test), truth, atol=1e-3)  # the plain fit is exact on clean latents
+    errors = {name: np.abs(fit(noisy) - truth).mean() for name, fit in (("plain", plain), ("robust", robust))}
+    assert errors["robust"] < 0.7 * errors["plain"], errors
+    assert np.abs(robust.matrix[1:3]).max() < 0.5 * np.abs(matrix[1:3]).max()  # the weak channels shrink
+    with pytest.raises(ValueError, match="latent_noise"):
+        fit_linear_preview(vae, latents, latent_noise=-1.0)
+
+
 def test_linear_preview_save_load(tmp_path):
     p = LinearPreview(np.eye(4, 3, dtype=np.float32), np.zeros(3, np.float32), "test")
     p.save(tmp_path / "p.json")

@@ -328,7 +328,7 @@ def test_the_studio_runs_the_flow_toy_to_the_end_with_no_notes():
 
 
 def test_early_guidance_box_follows_the_models_interval():
-    """A model that guides only some steps (toy-shapes: t >= 700) shows the box, ticked: runs use its interval;
+    """A model that guides only some steps (here: t >= 500) shows the box, ticked: runs use its interval;
     unticked, guidance at every step. A model that guides every step hides it."""
     plain = Studio(tiny_pipe())
     assert plain.early_guidance.layout.display == "none" and plain.settings()["guidance_interval"] is None

@@ -159,11 +159,11 @@ def build_text_encoder(vocab_size: int, seed: int = 0):
     return CLIPTextModel(config)
 
 
-VAE_SCALE_FACTOR = 8  # the shipped VAE's: 64x64 frames -> 8x8 latents
+VAE_SCALE_FACTOR = 8  # the 8x8-latent VAE's (the model shipped until 2026-12-01); the shipped one's is 4
 
 
 def vae_config(scale_factor: int = VAE_SCALE_FACTOR) -> dict:
-    """The toy VAE's config for a spatial `scale_factor` (pixels per latent pixel): 8 (the shipped VAE, 8x8
+    """The toy VAE's config for a spatial `scale_factor` (pixels per latent pixel): 8 (the earlier VAE, 8x8
     latents) or 4 (16x16 latents: one downsampling fewer, the last of the 8 VAE's blocks left out)."""
     if scale_factor not in (4, 8):
         raise ValueError(f"VAE scale factor must be 4 or 8, got {scale_factor!r}.")
@@ -196,7 +196,7 @@ _PLAIN_BLOCKS = {"3d": ("DownBlock3D", "UpBlock3D"), "motion": ("DownBlockMotion
 def unet_config(kind: str = "3d", channels: int = UNET_CHANNELS, sample_size: int = 8) -> dict:
     """The toy UNet's config. `channels` sets its width (first block; the others have twice as many).
 
-    `sample_size` is the latent size: 8 (the shipped VAE's) or 16 (a VAE with scale factor 4). For 16 the
+    `sample_size` is the latent size: 8 (a VAE with scale factor 8) or 16 (scale factor 4, the shipped model's). For 16 the
     UNet gets one more level in front, at 16x16, of ResNets and temporal convolutions only (blocks
     (c, 2c, 2c)): attention at 16x16 made a training step 4.5x as slow as the 8x8 UNet's, the plain level
     2.2x (1 CPU thread, batch 32). Its 8x8 and 4x4 levels are as the 8x8 UNet's, but twice as wide at 8x8.

@@ -3,8 +3,8 @@
 Three stages, each one checkpointed in the work directory so a run that is cut off carries on
 where it stopped when started again with the same command:
 
-1. ``vae``: an `AutoencoderKL` (64x64 RGB -> 4x8x8 latents, or 4x16x16 with ``--vae-scale-factor 4``) learns
-   to reconstruct single frames;
+1. ``vae``: an `AutoencoderKL` (64x64 RGB -> 4x16x16 latents with ``--vae-scale-factor 4``, the default and
+   the shipped model's, or 4x8x8 with 8) learns to reconstruct single frames;
    its `scaling_factor` (1 / std of the latents) is written into its config.
 2. ``latents``: a fixed set of training videos is encoded once (posterior mean and std per video),
    so the UNet stage spends its CPU on the UNet.
@@ -14,7 +14,7 @@ where it stopped when started again with the same command:
 ``--export DIR`` writes the EMA weights in the diffusers layout (model_index.json + one folder per
 component, safetensors) with the latent -> RGB preview factors fitted for the VAE.
 
-    python -m t2v_nb.toy.train --workdir runs/toy --vae-minutes 10 --unet-minutes 120
+    python -m t2v_nb.toy.train --workdir runs/toy          # ~23 CPU-hours on 2 cores; Ctrl-C, rerun to go on
     python -m t2v_nb.toy.train --workdir runs/toy --export t2v_nb/toy/weights
 
 Losses and probes go to ``<workdir>/log.jsonl``, one JSON object per line.
@@ -146,7 +146,7 @@ def train_vae(workdir: str, steps: int, batch_frames: int = 16, lr: float = 1e-3
 
 
 def _ckpt_scale_factor(ckpt: dict) -> int:
-    """The VAE scale factor of a vae.pt checkpoint; those from before the option have the shipped one."""
+    """The VAE scale factor of a vae.pt checkpoint; those from before the option have 8 (`components.VAE_SCALE_FACTOR`)."""
     return ckpt["state"].get("scale_factor", components.VAE_SCALE_FACTOR)
 
 
@@ -174,8 +174,8 @@ def tune_decoder(workdir: str, steps: int, noise: float = 0.5, batch_frames: int
                  seed: int = 0) -> None:
     """Stage 1b: the decoder learns to draw clean shapes from imprecise latents; the encoder stays as it is.
 
-    A denoiser's final latents are never exactly an encoder's output (on the shipped model they sit
-    ~0.4 rms, in scaled units, from the nearest encodable latent), and a decoder trained only on exact
+    A denoiser's final latents are never exactly an encoder's output (on the 8x8 model shipped until
+    2026-12-01 they sat ~0.4 rms, in scaled units, from the nearest encodable latent), and a decoder trained only on exact
     latents draws stars and pinched squares from them. Here each frame's latent gets Gaussian noise of
     a random size in [0, `noise`] (scaled units) and the decoder is trained to give back the clean frame.
     The encoder is frozen, so the latent space - and any UNet trained on it - stays valid.
@@ -565,7 +565,11 @@ def _save_unet(path, unet, text_encoder, ema, opt, state) -> None:
 # ---------------------------------------------------------------- export
 
 FOREGROUND_WEIGHT = 30.0  # preview fit: weight of a latent pixel = 1 + this * its contrast with the background
-PREVIEW_SOURCE = "fitted by t2v_nb.toy.train on the VAE's decodes of 256 training frames, weighted to the shapes"
+PREVIEW_LATENT_NOISE = 0.3  # preview fit: std of the noise added to the latents it reads (see fit_preview_factors)
+PREVIEW_SOURCE = ("fitted by t2v_nb.toy.train on the VAE's decodes of 256 training frames, weighted to the shapes, "
+                  f"reading the latents with noise of std {PREVIEW_LATENT_NOISE} added")
+RECIPE_VAE_SCALE_FACTOR = 4  # a new run's VAE: 16x16 latents (the shipped model's; components.VAE_SCALE_FACTOR is 8)
+
 
 def export(workdir: str, out: str, fit_preview: bool = True) -> None:
     """Write the EMA weights in the diffusers layout, with the preview factors of the VAE."""
@@ -612,14 +616,22 @@ def export(workdir: str, out: str, fit_preview: bool = True) -> None:
 
 
 def fit_preview_factors(vae):
-    """Latent -> RGB factors for `vae`, fitted on its own decodes of fresh videos, weighted towards the shapes."""
+    """Latent -> RGB factors for `vae`, fitted on its own decodes of fresh videos, weighted towards the shapes.
+
+    The UNet learns from samples of the VAE's posterior (`encode_dataset` keeps its mean and std), so the
+    latents it draws carry that noise too, on the background as well (std ~0.56 in scaled units for the
+    16x16 VAE, whose posterior std is ~1 everywhere: its KL weight is tiny), and the decoder, tuned on noisy
+    latents (`tune_decoder`), ignores it. A fit on clean latents shows it as coloured speckle. The factors
+    are fitted to read latents with noise of std `PREVIEW_LATENT_NOISE` added: about half that noise takes
+    most of the speckle away; the whole of it also washes out the shape's colour (toy README, "The preview")."""
     from .. import preview
 
     videos, _, _ = data.sample_batch(np.random.default_rng(7), 32, "all")
     x = torch.from_numpy(videos.reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2) * 2 - 1
     with torch.no_grad():
         latents = vae.encode(x).latent_dist.mode() * vae.config.scaling_factor  # [N, C, h, w]
-    return preview.fit_linear_preview(vae, latents.unsqueeze(2), source=PREVIEW_SOURCE, foreground=FOREGROUND_WEIGHT)
+    return preview.fit_linear_preview(vae, latents.unsqueeze(2), source=PREVIEW_SOURCE, foreground=FOREGROUND_WEIGHT,
+                                      latent_noise=PREVIEW_LATENT_NOISE)
 
 
 def init_from(workdir: str, model_dir: str) -> list[str]:
@@ -698,9 +710,10 @@ def main(argv=None) -> None:
     p.add_argument("--unet-channels", type=int, default=components.UNET_CHANNELS,
                    help="UNet width of a new run: channels of its first block, the second has twice as many "
                    f"(default {components.UNET_CHANNELS}, the shipped model's)")
-    p.add_argument("--vae-scale-factor", type=int, choices=(4, 8), default=components.VAE_SCALE_FACTOR,
-                   help="pixels per latent pixel of a new run's VAE: 8 (8x8 latents, the shipped model's) or 4 "
-                   "(16x16 latents; the UNet gets a 16x16 level, see components.unet_config)")
+    p.add_argument("--vae-scale-factor", type=int, choices=(4, 8), default=RECIPE_VAE_SCALE_FACTOR,
+                   help="pixels per latent pixel of a new run's VAE: 4 (16x16 latents, the shipped model's; the "
+                   "UNet gets a 16x16 level, see components.unet_config) or 8 (8x8 latents, the model shipped "
+                   "until 2026-12-01)")
     p.add_argument("--warm-start", metavar="DIR", help="a new run's UNet starts with the tensors of the same name "
                    "and size from this work or model directory (e.g. the spatial layers of the other kind)")
     args = p.parse_args(argv)
