@@ -56,7 +56,7 @@ VENVLOW := .venv-lowest
 LOWEST_TESTS ?= tests/test_models.py tests/test_toy_model.py tests/test_pipeline.py tests/test_reference.py \
 	tests/test_inputs.py tests/test_video.py tests/test_viz.py tests/test_families.py tests/test_toy_flow_model.py \
 	--deselect tests/test_toy_model.py::test_meets_the_accuracy_targets_on_a_fixed_sample \
-	--deselect tests/test_toy_model.py::test_guiding_only_the_early_steps_names_more_shapes
+	--deselect tests/test_toy_model.py::test_guiding_every_step_names_more_shapes_than_only_the_early_steps
 $(VENVLOW)/.installed: pyproject.toml .ci/floors.py
 	$(PYTHON) -m venv $(VENVLOW)
 	$(VENVLOW)/bin/python -m pip install -q --upgrade pip
