@@ -14,6 +14,10 @@ runs at the models' own sizes (Wan: 81 frames 480x832, 32,760 tokens; CogVideoX-
 3. the VAE decode of t2v_nb's latents: seconds, peak memory, finite frames;
 4. record="all" (every attention map) for one step: seconds and peak memory, or the error if it fails.
 
+`--families ltx` (LTX-Video 0.9, 2B; not yet a t2v_nb family, so diffusers' classes alone): the transformer's
+guided step (batch 2) on packed latents at 161 frames 480x704 (21 x 15 x 22 = 6,930 tokens of 128 channels) with
+random T5-size text states, and the VAE decode of random latents of that size: seconds, peak memory, finite?
+
     python benchmarks/gpu_dit.py [--families wan cogvideox] [--steps 3] [--dtype float16] [--out DIR]
     python benchmarks/gpu_dit.py --device cpu --tiny     # smoke test with the tests' tiny components
 
@@ -204,9 +208,53 @@ def run_family(family: str, args, device: torch.device, dtype: torch.dtype) -> d
     return res
 
 
+LTX_SIZE = dict(num_frames=161, height=480, width=704)  # the model card's default size
+
+
+def run_ltx(args, device: torch.device, dtype: torch.dtype) -> dict:
+    """LTX-Video 0.9 (2B) at full size with random weights: one guided transformer step and one decode."""
+    from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+
+    f, h, w = (LTX_SIZE["num_frames"] - 1) // 8 + 1, LTX_SIZE["height"] // 32, LTX_SIZE["width"] // 32
+    res: dict = {"family": "ltx", "settings": dict(LTX_SIZE), "latent_shape": [1, 128, f, h, w], "tokens": f * h * w}
+    torch.manual_seed(0)
+    with torch.device(device):
+        transformer = cast(LTXVideoTransformer3DModel(), dtype)  # the class defaults are the 2B model's
+    res["params_billion"] = {"transformer": round(sum(p.numel() for p in transformer.parameters()) / 1e9, 3)}
+    x = torch.randn(2, f * h * w, 128, device=device, dtype=dtype)
+    text = torch.randn(2, 128, 4096, device=device, dtype=dtype)
+    mask = torch.ones(2, 128, device=device, dtype=torch.long)
+    t = torch.full((2,), 500.0, device=device)
+
+    def step():
+        with torch.no_grad():
+            return transformer(x, text, t, mask, num_frames=f, height=h, width=w,
+                               rope_interpolation_scale=(8 / 25, 32, 32), return_dict=False)[0]
+    step()  # warm-up
+    out, s, peak = measured(step, device)
+    res["transformer_step"] = {"seconds": round(s, 3), "peak_gib": gib(peak), "finite": bool(torch.isfinite(out).all()),
+                               "out_std": float(out.float().std())}
+    print(f"[ltx] transformer: {res['transformer_step']}", flush=True)
+    del transformer, out, x, text
+    gc.collect()
+    torch.cuda.empty_cache() if device.type == "cuda" else None
+    try:
+        with torch.device(device):
+            vae = cast(AutoencoderKLLTXVideo(), dtype)
+        z = torch.randn(1, 128, f, h, w, device=device, dtype=dtype)
+        with torch.no_grad():
+            frames, s_dec, peak_dec = measured(lambda: vae.decode(z).sample, device)
+        res["decode"] = {"seconds": round(s_dec, 3), "peak_gib": gib(peak_dec), "shape": list(frames.shape),
+                         "finite": bool(torch.isfinite(frames).all())}
+    except Exception as e:
+        res["decode"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+    print(f"[ltx] decode: {res['decode']}", flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--families", nargs="+", default=["wan", "cogvideox"], choices=["wan", "cogvideox"])
+    ap.add_argument("--families", nargs="+", default=["wan", "cogvideox", "ltx"], choices=["wan", "cogvideox", "ltx"])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default=None, help="float16 (default on cuda) or float32 (default on cpu)")
     ap.add_argument("--steps", type=int, default=3)
@@ -232,7 +280,10 @@ def main() -> None:
     path = os.path.join(args.out, "gpu_dit.json")
     for family in args.families:
         try:
-            report["results"].append(run_family(family, args, device, dtype))
+            run = run_ltx if family == "ltx" else run_family
+            if family == "ltx" and args.tiny:
+                continue  # no tiny LTX here: the ltx family's tests carry one
+            report["results"].append(run(args, device, dtype) if family == "ltx" else run(family, args, device, dtype))
         except Exception as e:
             report["results"].append({"family": family, "error": f"{type(e).__name__}: {e}"[:1000]})
             traceback.print_exc()

@@ -3,9 +3,19 @@
 # that hangs or fails leaves time for the next:
 #   1. benchmarks/gpu_bench.py: ModelScope 1.7B's architecture (random weights), fp16, against diffusers;
 #   2. benchmarks/gpu_dit.py: Wan 2.1 1.3B and CogVideoX-2b at full size (random weights), fp16 steps;
-#   3. toy-shapes: the UNet stage of a from-scratch run goes on on the GPU until the budget is spent.
+#      and LTX-Video 0.9 (2B): one guided transformer step and one decode, diffusers' classes, random weights;
+#   3. (FLOW=1) toy-shapes-flow trained on the GPU from nothing (or from FLOW_RUN's files): VAE, latent cache,
+#      transformer, in the budget that is left; or (TOY_RUN=DIR) toy-shapes' UNet stage goes on (below).
 #
+#   OUT=/tmp/out BUDGET=540 FLOW=1 bash benchmarks/gpu_session.sh
 #   OUT=/tmp/out BUDGET=540 TOY_RUN=.gpu bash benchmarks/gpu_session.sh
+#
+# FLOW: what comes back in $OUT is the work directory of `python -m t2v_nb.toy.train_flow` less its latent
+# cache: flow_vae.pt, flow_latent_stats.json, flow_log.jsonl, and the transformer checkpoint in two files
+# (model + EMA + state, optimizer) that are joined back into DIR/transformer.pt by
+#   python -c "import torch; c = torch.load('flow_transformer_model.pt', weights_only=False);
+#              c['opt'] = torch.load('flow_transformer_opt.pt', weights_only=False); torch.save(c, 'DIR/transformer.pt')"
+# after which `--export` works on DIR (the latent statistics travel in latent_stats.json).
 #
 # TOY_RUN: a work directory of `python -m t2v_nb.toy.train` holding vae.pt (stage 1 done) and unet.pt; the
 # latent cache is rebuilt there (on the GPU) from the same seed. What comes back in $OUT: the benchmarks'
@@ -36,6 +46,32 @@ timeout "${BENCH_S:-150}" python3 benchmarks/gpu_bench.py --repeats 2 --out "$OU
 echo "== 2. gpu_dit ($(left) s left)"
 timeout "${DIT_S:-180}" python3 benchmarks/gpu_dit.py --out "$OUT"
 
+if [ -n "${FLOW:-}" ]; then
+  work=/tmp/flow_run
+  mkdir -p $work
+  if [ -n "${FLOW_RUN:-}" ]; then cp -r "$FLOW_RUN"/. $work/; fi
+  # SIGTERM to the trainer alone (--foreground): it checkpoints and stops. What is left, less ~60 s to start, cache 16,000 videos and copy back: a share to the VAE, the rest to the
+  # transformer (wall-time budgets on a GPU).
+  read -r vae_min tr_min <<<"$(python3 -c "r = max(60, $(left) - 60); s = ${FLOW_VAE_SHARE:-0.35}; print(round(r * s / 60, 2), round(r * (1 - s) / 60, 2))")"
+  echo "== 3. toy-shapes-flow on the GPU: VAE $vae_min min, transformer $tr_min min ($(left) s left)"
+  timeout --foreground -k 8 $(( $(left) - 20 )) python3 -m t2v_nb.toy.train_flow --workdir $work --device "${FLOW_DEVICE:-cuda}" --threads 8 --workers 8 \
+    --vae-whole --vae-batch "${FLOW_VAE_BATCH:-64}" --vae-minutes "$vae_min" --num-videos "${FLOW_VIDEOS:-16000}" \
+    --batch-size "${FLOW_BATCH:-128}" --lr "${FLOW_LR:-8e-4}" --transformer-minutes "$tr_min" ${FLOW_ARGS:-}
+  python3 - "$work" "$OUT" <<'EOF'
+import os, shutil, sys, torch
+work, out = sys.argv[1:]
+for name in ("vae.pt", "latent_stats.json", "log.jsonl"):
+    if os.path.exists(os.path.join(work, name)):
+        shutil.copy(os.path.join(work, name), os.path.join(out, "flow_" + name))
+path = os.path.join(work, "transformer.pt")
+if os.path.exists(path):
+    ckpt = torch.load(path, weights_only=False)
+    torch.save(ckpt.pop("opt"), os.path.join(out, "flow_transformer_opt.pt"))  # each file back: <= 16 MiB
+    torch.save(ckpt, os.path.join(out, "flow_transformer_model.pt"))
+    print("flow checkpoint:", ckpt["state"])
+EOF
+fi
+
 if [ -n "$TOY_RUN" ]; then
   work=/tmp/toy_run
   mkdir -p $work && cp "$TOY_RUN"/vae.pt "$TOY_RUN"/unet.pt $work/
@@ -56,3 +92,4 @@ EOF
   cp $work/log.jsonl "$OUT/toy_log.jsonl"
 fi
 echo "== done ($(left) s left)"
+ls -la "$OUT"

@@ -6,9 +6,10 @@ generation's parts, as diffusers' `WanPipeline` loads them:
 * tokenizer: a T5-style Unigram tokenizer over "\u2581word" pieces (the toy's words, plus single
   letters so any text tokenizes), built with the `tokenizers` library, no sentencepiece, no hub;
 * text encoder: `UMT5EncoderModel` (Wan's class), tiny, frozen at its seeded random init;
-* VAE: `AutoencoderKLWan`, causal 3-D convolutions, 8x spatial and NO temporal compression
-  (`temperal_downsample` all False): 64x64 RGB frames -> 4 x 8 x 8 latents, one latent frame per frame;
-* transformer: `WanTransformer3DModel`, patches (1, 2, 2) -> 4 x 4 tokens per frame, 3-D RoPE;
+* VAE: `AutoencoderKLWan`, causal 3-D convolutions, 4x spatial and NO temporal compression
+  (`temperal_downsample` all False): 64x64 RGB frames -> 4 x 16 x 16 latents, one latent frame per frame;
+* transformer: `WanTransformer3DModel`, patches (1, 2, 2) -> 8 x 8 tokens per frame (one token covers
+  8 x 8 pixels), 3-D RoPE;
 * scheduler: `FlowMatchEulerDiscreteScheduler` with a shift (rectified flow: x_t = (1 - s) x0 + s noise).
 
 Frame count: 8, as toy-shapes. Two quirks of diffusers' Wan classes at no temporal compression:
@@ -27,6 +28,7 @@ from . import data
 NUM_FRAMES = 8  # as toy-shapes (see the module docstring for diffusers' rounding)
 TEXT_LENGTH = 16  # max_sequence_length: the captions take <= 8 tokens; Wan's real model uses 512
 SHIFT = 3.0  # flow shift of the sigma schedule, in training and sampling
+SPATIAL = 4  # VAE downsampling: 64x64 frames -> 16x16 latents (the first recipe's 8 gave 8x8; see README_flow)
 
 TEXT_ENCODER_CONFIG = dict(
     d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
@@ -34,12 +36,12 @@ TEXT_ENCODER_CONFIG = dict(
     tie_word_embeddings=False, is_encoder_decoder=False, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
 )
 VAE_CONFIG = dict(
-    base_dim=16, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
-    temperal_downsample=[False, False, False], dropout=0.0, scale_factor_temporal=1, scale_factor_spatial=8,
+    base_dim=16, z_dim=4, dim_mult=[1, 2, 2], num_res_blocks=1, attn_scales=[],
+    temperal_downsample=[False, False], dropout=0.0, scale_factor_temporal=1, scale_factor_spatial=SPATIAL,
 )
 TRANSFORMER_CONFIG = dict(
-    patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=16, in_channels=4, out_channels=4,
-    text_dim=64, freq_dim=64, ffn_dim=256, num_layers=4, cross_attn_norm=True,
+    patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=32, in_channels=4, out_channels=4,
+    text_dim=64, freq_dim=64, ffn_dim=512, num_layers=4, cross_attn_norm=True,
     qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=64,
 )
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=SHIFT)

@@ -62,7 +62,7 @@ def to_model_space(vae, z: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- stage 1: VAE
 
 def _clip_crops(videos: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """A size x size crop of each clip, on the 8-pixel latent grid, around the shape's mean place.
+    """A size x size crop of each clip, on the VAE's latent grid, around the shape's mean place.
 
     [N, F, H, W, 3] -> [N, F, size, size, 3]
     """
@@ -71,27 +71,29 @@ def _clip_crops(videos: np.ndarray, rng: np.random.Generator, size: int = 32) ->
     for k, clip in enumerate(videos):
         ys, xs = np.nonzero(np.abs(clip - clip[:, :1, :1]).sum(-1).max(0) > 0.2)
         cy, cx = (ys.mean(), xs.mean()) if len(ys) else (h / 2, h / 2)
-        y0 = int(np.clip(8 * round((cy - size / 2 + rng.integers(-8, 9)) / 8), 0, h - size))
-        x0 = int(np.clip(8 * round((cx - size / 2 + rng.integers(-8, 9)) / 8), 0, h - size))
+        g = fc.SPATIAL
+        y0 = int(np.clip(g * round((cy - size / 2 + rng.integers(-8, 9)) / g), 0, h - size))
+        x0 = int(np.clip(g * round((cx - size / 2 + rng.integers(-8, 9)) / g), 0, h - size))
         out[k] = clip[:, y0:y0 + size, x0:x0 + size]
     return out
 
 
 def _vae_loss(vae, x: torch.Tensor, colour: torch.nn.Linear | None = None) -> torch.Tensor:
-    """Reconstruction loss of clips [B, 3, F, h, w] in [-1, 1]; colour (8x8 block means) weighted up.
+    """Reconstruction loss of clips [B, 3, F, h, w] in [-1, 1]; colour (block means, one block per latent
+    pixel) weighted up.
 
     With `colour` (a Linear from the latent channels to RGB, trained with the VAE), also the error of a
     linear read-out of each latent pixel's colour: it makes the latents linearly colour-decodable, as
     Stable Diffusion's happen to be, so a linear preview shows the shapes in their colours."""
     post = vae.encode(x).latent_dist
-    z = post.mode()  # [B, C, F, h/8, w/8]: no temporal compression
+    z = post.mode()  # [B, C, F, h/s, w/s]: no temporal compression
     rec = vae.decode(z).sample  # [B, 3, F, h, w]
     flat = lambda v: v.transpose(1, 2).flatten(0, 1)  # [B*F, 3, h, w]
-    target = F.avg_pool2d(flat(x), 8)  # [B*F, 3, h/8, w/8]
-    low = F.mse_loss(F.avg_pool2d(flat(rec), 8), target)
+    target = F.avg_pool2d(flat(x), fc.SPATIAL)  # [B*F, 3, h/s, w/s]
+    low = F.mse_loss(F.avg_pool2d(flat(rec), fc.SPATIAL), target)
     loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 10 * low + 1e-6 * post.kl().mean()
     if colour is not None:
-        linear_rgb = colour(flat(z).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # [B*F, 3, h/8, w/8]
+        linear_rgb = colour(flat(z).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # [B*F, 3, h/s, w/s]
         loss = loss + 10 * F.mse_loss(linear_rgb, target)
     return loss
 
@@ -108,16 +110,83 @@ def _padded(clips: torch.Tensor) -> torch.Tensor:
     return torch.cat([clips, clips[:, :, -1:].expand(-1, -1, extra, -1, -1)], dim=2)
 
 
+def _device_of(module) -> torch.device:
+    return next(module.parameters()).device
+
+
+@torch.no_grad()
+def reconstruct(vae, clips: torch.Tensor) -> torch.Tensor:
+    """The VAE's round trip of clips [N, 3, F, H, W] in [-1, 1] (on the VAE's device; result on the CPU)."""
+    dev = _device_of(vae)
+    x = _padded(clips.to(dev))
+    return vae.decode(vae.encode(x).latent_dist.mode()).sample[:, :, :clips.shape[2]].float().cpu()
+
+
 def vae_psnr(vae, clips: torch.Tensor) -> float:
     vae.eval()
-    with torch.no_grad():
-        rec = vae.decode(vae.encode(_padded(clips)).latent_dist.mode()).sample[:, :, :clips.shape[2]]
+    rec = reconstruct(vae, clips)
     vae.train()
     return 10 * math.log10(1 / ((rec - clips) / 2).pow(2).mean().item())
 
 
-def train_vae(workdir: str, minutes: float, batch: int = 12, lr: float = 1e-3, seed: int = 0) -> None:
-    path = os.path.join(workdir, "vae.pt")
+def vae_pass_rate(vae, seeds=(0,)) -> dict:
+    """The strict evaluator on the VAE's round trips of rendered clips (all 60 captions): the most a
+    transformer on these latents can reach. Returns the report's accuracy and mean IoU per shape."""
+    from . import evaluate
+
+    def round_trip(prompt: str, seed: int) -> np.ndarray:
+        video = data.render(data.parse_caption(prompt), seed=1000 + seed)  # [F, H, W, 3]
+        rec = reconstruct(vae, _to_clips(video[None]))[0]  # [3, F, H, W]
+        return ((rec.clamp(-1, 1) + 1) / 2).permute(1, 2, 3, 0).numpy()
+
+    was_training = vae.training
+    vae.eval()
+    report = evaluate.evaluate(round_trip, seeds=seeds, progress=False)
+    vae.train(was_training)
+    return {"joint": report.accuracy["all"]["joint"], "shape": report.accuracy["all"]["shape"],
+            "iou": {k: round(v, 3) for k, v in report.mean_iou().items()}}
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Item k is `make(start + k)`: lets a DataLoader's worker processes render a stage's batches ahead of a
+    GPU (each batch depends on its index only, so the data are the same with any number of workers)."""
+
+    def __init__(self, make, start: int, count: int = 10**9):
+        self.make, self.start, self.count = make, start, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, k: int):
+        return self.make(self.start + k)
+
+
+def _batches(make, start: int, workers: int, count: int = 10**9):
+    """Batches make(start), make(start + 1), ...; rendered by `workers` processes ahead of use (0: inline)."""
+    if workers == 0:
+        return (make(k) for k in range(start, start + count))
+    return iter(torch.utils.data.DataLoader(_Batches(make, start, count), batch_size=None, num_workers=workers,
+                                            prefetch_factor=4, persistent_workers=False))
+
+
+def _clock(device: torch.device):
+    """The budget clock: CPU time of the process on a CPU (a busy machine trains as long, only later), wall
+    time on a GPU (where the process's CPU time says little about the work done)."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
+def _vae_batch(seed: int, step: int, batch: int, whole: bool) -> torch.Tensor:
+    """The VAE's training clips of step `step`: 5 frames (1 + 4, the encoder's chunks), [B, 3, 5, H, W] in
+    [-1, 1]; 32x32 crops around the shape, or whole 64x64 frames (half as many clips) when `whole`."""
+    rng = np.random.default_rng([seed, 1, step])
+    videos = data.sample_batch(rng, batch // 2 if whole else batch, "all", 5)[0]
+    return _to_clips(videos if whole else _clip_crops(videos, rng))
+
+
+def train_vae(workdir: str, minutes: float, batch: int = 12, lr: float = 1e-3, seed: int = 0,
+              device: str = "cpu", whole: bool = False, workers: int = 0) -> None:
+    """Stage 1. `whole`: whole frames throughout (on a GPU; on a CPU crops until the last 10% of the budget)."""
+    path, device = os.path.join(workdir, "vae.pt"), torch.device(device)
     vae = fc.build_vae(seed)
     # The linear colour read-out (see _vae_loss). Runs started before it existed carry on without it.
     colour = torch.nn.Linear(vae.config.z_dim, 3)
@@ -128,6 +197,7 @@ def train_vae(workdir: str, minutes: float, batch: int = 12, lr: float = 1e-3, s
         if "colour" in ckpt:
             colour.load_state_dict(ckpt["colour"])
     with_colour = state.get("colour", False)
+    vae.to(device), colour.to(device)
     params = list(vae.parameters()) + (list(colour.parameters()) if with_colour else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     if ckpt is not None:
@@ -140,24 +210,27 @@ def train_vae(workdir: str, minutes: float, batch: int = 12, lr: float = 1e-3, s
     cached = os.path.exists(os.path.join(workdir, "latents.pt"))
     if state["done"] and (cached or state["seconds"] >= minutes * 60):
         return  # a larger --vae-minutes carries a finished VAE on, but only before the latent cache exists
+    state.setdefault("where", []).append(device.type)
     val = _to_clips(data.sample_batch(np.random.default_rng([seed, 99]), 4, "all", fc.NUM_FRAMES)[0])
     vae.train()
-    last_ckpt, running = time.time(), []
+    clock, last_ckpt, running = _clock(device), time.time(), []
+    batches = _batches(lambda k: (k, _vae_batch(seed, k, batch, True)), state["step"], workers) if whole else None
     while state["seconds"] < minutes * 60 and not _stop:
-        t0 = time.process_time()
-        rng = np.random.default_rng([seed, 1, state["step"]])
-        whole = state["seconds"] > minutes * 60 * 0.9  # the last 10% on whole 64x64 frames (edges)
-        videos = data.sample_batch(rng, batch // 2 if whole else batch, "all", 5)[0]  # 5 frames: 1 + 4
-        x = _to_clips(videos if whole else _clip_crops(videos, rng))
+        t0 = clock()
+        if batches is not None:
+            k, x = next(batches)
+            assert k == state["step"]
+        else:  # the last 10% on whole 64x64 frames (edges)
+            x = _vae_batch(seed, state["step"], batch, state["seconds"] > minutes * 60 * 0.9)
         for g in opt.param_groups:
             g["lr"] = lr if state["seconds"] < minutes * 40 else lr * 0.3
-        loss = _vae_loss(vae, x, colour if with_colour else None)
+        loss = _vae_loss(vae, x.to(device), colour if with_colour else None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         state["step"] += 1
-        state["seconds"] += time.process_time() - t0
         running.append(loss.item())
+        state["seconds"] += clock() - t0
         if state["step"] % 100 == 0:
             _log(workdir, stage="vae", step=state["step"], loss=float(np.mean(running)),
                  minutes=state["seconds"] / 60, **({"psnr": vae_psnr(vae, val)} if state["step"] % 500 == 0 else {}))
@@ -165,53 +238,70 @@ def train_vae(workdir: str, minutes: float, batch: int = 12, lr: float = 1e-3, s
         if time.time() - last_ckpt > 180:
             save()
             last_ckpt = time.time()
-    if not _stop:
-        state["done"] = True
-        _log(workdir, stage="vae", step=state["step"], psnr=vae_psnr(vae, val), done=True)
+    state["done"] = state["done"] or not _stop
     save()
+    if state["done"] and not _stop:
+        _log(workdir, stage="vae", step=state["step"], psnr=vae_psnr(vae, val), done=True,
+             round_trip=vae_pass_rate(vae))
+
+
+STATS = "latent_stats.json"  # the cache's per-channel mean and std, small enough to carry between machines
 
 
 def load_vae(workdir: str):
     """The trained VAE, with latents_mean/std from the latent cache once it exists."""
     vae = fc.build_vae()
     vae.load_state_dict(torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["model"])
-    cache = os.path.join(workdir, "latents.pt")
-    if os.path.exists(cache):
+    stats_path, cache = os.path.join(workdir, STATS), os.path.join(workdir, "latents.pt")
+    stats = None
+    if os.path.exists(stats_path):
+        with open(stats_path) as f:
+            stats = json.load(f)
+    elif os.path.exists(cache):
         stats = torch.load(cache)
+    if stats is not None:
         vae.register_to_config(latents_mean=stats["latents_mean"], latents_std=stats["latents_std"])
     return vae.eval().requires_grad_(False)
 
 
 # ---------------------------------------------------------------- stage 2: latent cache
 
-def encode_dataset(workdir: str, num_videos: int, seed: int = 0, chunk: int = 32) -> None:
+def _cache_chunk(seed: int, k: int, chunk: int, num_videos: int):
+    """Chunk k of the cache's training videos: ([n, 3, F, H, W] clips, clip indices), from its own seed."""
+    n = min(chunk, num_videos - k * chunk)
+    videos, _, clips = data.sample_batch(np.random.default_rng([seed, 2, k]), n, "train", fc.NUM_FRAMES)
+    index = {c: i for i, c in enumerate(data.all_clips())}
+    return _to_clips(videos), [index[c] for c in clips]
+
+
+def encode_dataset(workdir: str, num_videos: int, seed: int = 0, chunk: int = 32, device: str = "cpu",
+                   workers: int = 0) -> None:
     path = os.path.join(workdir, "latents.pt")
     if os.path.exists(path):
         return
-    vae = load_vae(workdir)
-    rng = np.random.default_rng([seed, 2])
+    device = torch.device(device)
+    vae = load_vae(workdir).to(device)
     means, stds, clip_ids = [], [], []
-    index = {c: i for i, c in enumerate(data.all_clips())}
     t0 = time.time()
-    for start in range(0, num_videos, chunk):
+    chunks = -(-num_videos // chunk)
+    for k, (x, ids) in enumerate(_batches(lambda k: _cache_chunk(seed, k, chunk, num_videos), 0, workers, chunks)):
         if _stop:  # nothing is saved: the cache is rebuilt from the start next time
             return
-        n = min(chunk, num_videos - start)
-        videos, _, clips = data.sample_batch(rng, n, "train", fc.NUM_FRAMES)
         with torch.no_grad():
-            post = vae.encode(_padded(_to_clips(videos))).latent_dist  # [n, C, F + 1, h, w]
-        means.append(post.mean[:, :, :fc.NUM_FRAMES].half())  # causal: frame k's latent sees frames <= k only
-        stds.append(post.std[:, :, :fc.NUM_FRAMES].half())
-        clip_ids += [index[c] for c in clips]
-        if (start // chunk) % 20 == 0:
-            print(f"encoded {start + n}/{num_videos} videos ({time.time() - t0:.0f} s)", flush=True)
+            post = vae.encode(_padded(x.to(device))).latent_dist  # [n, C, F + 1, h, w]
+        means.append(post.mean[:, :, :fc.NUM_FRAMES].half().cpu())  # causal: frame k's latent sees frames <= k only
+        stds.append(post.std[:, :, :fc.NUM_FRAMES].half().cpu())
+        clip_ids += ids
+        if k % 20 == 0:
+            print(f"encoded {k * chunk + len(ids)}/{num_videos} videos ({time.time() - t0:.0f} s)", flush=True)
     mean = torch.cat(means)
     ch_mean = mean.float().mean(dim=(0, 2, 3, 4))  # [C]
     ch_std = mean.float().transpose(0, 1).flatten(1).std(dim=1)  # [C]
-    _save({"mean": mean, "std": torch.cat(stds), "clip": torch.tensor(clip_ids),
-           "latents_mean": ch_mean.tolist(), "latents_std": ch_std.tolist()}, path)
-    _log(workdir, stage="latents", videos=num_videos, seconds=time.time() - t0,
-         latents_mean=ch_mean.tolist(), latents_std=ch_std.tolist())
+    stats = {"latents_mean": ch_mean.tolist(), "latents_std": ch_std.tolist()}
+    with open(os.path.join(workdir, STATS), "w") as f:
+        json.dump(stats, f)
+    _save({"mean": mean, "std": torch.cat(stds), "clip": torch.tensor(clip_ids), **stats}, path)
+    _log(workdir, stage="latents", videos=num_videos, seconds=time.time() - t0, **stats)
 
 
 # ---------------------------------------------------------------- stage 3: transformer
@@ -280,6 +370,12 @@ class Probe:
         self.true = table[[index[c] for c in clips], 0]
         self.flip = table[[index[_opposite(c)] for c in clips], 0]
 
+    def to(self, device) -> "Probe":
+        for name in ("x0", "noise", "true", "flip"):
+            setattr(self, name, getattr(self, name).to(device))
+        self.bands = {k: v.to(device) for k, v in self.bands.items()}
+        return self
+
     @torch.no_grad()
     def __call__(self, model) -> dict:
         row = {}
@@ -301,71 +397,90 @@ def accuracy_point(pipe, seeds=(0,)) -> dict:
 
 
 def _load_transformer_ckpt(path: str, model, ema, opt) -> dict:
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=False, map_location="cpu")
     model.load_state_dict(ckpt["model"])
     ema.load_state_dict(ckpt["ema"])
     opt.load_state_dict(ckpt["opt"])
     return ckpt["state"]
 
 
+def _lr_factor(step: int, fraction: float, warmup: int = 300, decay: float = 0.3) -> float:
+    """Linear warm-up over `warmup` steps, constant, then a linear fall to 0.1 over the last `decay` of the
+    budget (`fraction`: the share of it spent)."""
+    return min(1.0, (step + 1) / warmup) * max(0.1, min(1.0, (1 - fraction) / decay))
+
+
+def _flow_batch(mean, clip_ids, table, empty, step: int, batch_size: int, seed: int, p_uncond: float):
+    """Step `step`'s batch, all on mean's device: clean latents, caption embeddings (10% empty), noise, s."""
+    dev = mean.device
+    g = torch.Generator(dev).manual_seed(seed * 1_000_003 + step)
+    idx = torch.randint(0, len(mean), (batch_size,), generator=g, device=dev)
+    x0 = mean[idx].float()
+    template = torch.randint(0, len(data.TEMPLATES), (batch_size,), generator=g, device=dev)
+    emb = table[clip_ids[idx], template]
+    emb[torch.rand(batch_size, generator=g, device=dev) < p_uncond] = empty
+    s = shifted_sigmas(torch.rand(batch_size, generator=g, device=dev))
+    return x0, emb, torch.randn(x0.shape, generator=g, device=dev), s
+
+
 def train_transformer(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5e-4, seed: int = 0,
-                      p_uncond: float = 0.1, ema_decay: float = 0.999, eval_minutes: float = 30.0) -> None:
-    path = os.path.join(workdir, "transformer.pt")
+                      p_uncond: float = 0.1, ema_decay: float = 0.999, eval_minutes: float = 30.0,
+                      device: str = "cpu") -> None:
+    path, device = os.path.join(workdir, "transformer.pt"), torch.device(device)
     cache = torch.load(os.path.join(workdir, "latents.pt"))
     vae = load_vae(workdir)
-    model = fc.build_transformer(seed)
+    model = fc.build_transformer(seed).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
     state = {"step": 0, "seconds": 0.0, "next_eval": eval_minutes * 60}
     if os.path.exists(path):
         state = _load_transformer_ckpt(path, model, ema, opt)
+    state.setdefault("where", []).append(device.type)
     pipe = make_pipeline(vae, ema)
     table, empty = text_table(pipe)  # [60, T, L, D], [L, D]
     # The posterior means only: the decoder was trained on them (mode()), and with a KL weight of 1e-6 the
     # posterior std is barely trained, so samples from it would bury the layout in noise.
-    mean = to_model_space(vae, cache["mean"].float())  # [N, C, F, h, w]
+    mean = to_model_space(vae, cache["mean"].float()).half()  # [N, C, F, h, w]
     clips = data.all_clips()
     probe_idx = torch.randint(0, len(mean), (32,), generator=torch.Generator().manual_seed(99))
-    probe = Probe(mean[probe_idx], [clips[int(i)] for i in cache["clip"][probe_idx]], table)
+    probe = Probe(mean[probe_idx].float(), [clips[int(i)] for i in cache["clip"][probe_idx]], table)
+    probe.to(device)
+    mean, clip_ids, table, empty = mean.to(device), cache["clip"].to(device), table.to(device), empty.to(device)
 
-    last_ckpt, running = time.time(), []
+    def save() -> None:
+        _save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "state": state}, path)
+    clock, last_ckpt, running = _clock(device), time.time(), []
     model.train()
     while state["seconds"] < minutes * 60 and not _stop:
-        t0 = time.process_time()
-        g = torch.Generator().manual_seed(seed * 1_000_003 + state["step"])
-        idx = torch.randint(0, len(mean), (batch_size,), generator=g)
-        x0 = mean[idx]
-        emb = table[cache["clip"][idx], torch.randint(0, len(data.TEMPLATES), (batch_size,), generator=g)]
-        emb[torch.rand(batch_size, generator=g) < p_uncond] = empty
-        s = shifted_sigmas(torch.rand(batch_size, generator=g))
-        loss = flow_loss(model, x0, torch.randn(x0.shape, generator=g), s, emb)
+        t0 = clock()
+        x0, emb, noise, s = _flow_batch(mean, clip_ids, table, empty, state["step"], batch_size, seed, p_uncond)
+        loss = flow_loss(model, x0, noise, s, emb)
         for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (state["step"] + 1) / 300)
+            group["lr"] = lr * _lr_factor(state["step"], state["seconds"] / (minutes * 60))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         decay = min(ema_decay, (1 + state["step"]) / (10 + state["step"]))
         with torch.no_grad():
-            for pe, p in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(p, 1 - decay)
+            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
         state["step"] += 1
-        state["seconds"] += time.process_time() - t0
-        running.append(loss.item())
+        running.append(loss.detach())
+        state["seconds"] += clock() - t0
         if state["step"] % 50 == 0:
-            row = {"stage": "transformer", "step": state["step"], "loss": float(np.mean(running)),
-                   "minutes": state["seconds"] / 60}
+            row = {"stage": "transformer", "step": state["step"], "loss": torch.stack(running).mean().item(),
+                   "minutes": state["seconds"] / 60, "lr": opt.param_groups[0]["lr"]}
             if state["step"] % 250 == 0:
                 row.update(probe(ema))
-            if state["seconds"] >= state["next_eval"]:
+            if device.type == "cpu" and state["seconds"] >= state["next_eval"]:
                 row.update(accuracy_point(pipe))
                 state["next_eval"] += eval_minutes * 60
             _log(workdir, **row)
             running = []
         if time.time() - last_ckpt > 180 or _stop:
-            _save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "state": state}, path)
+            save()
             last_ckpt = time.time()
-    _save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "state": state}, path)
+    save()
 
 
 # ---------------------------------------------------------------- export
@@ -391,7 +506,9 @@ def export(workdir: str, out: str) -> None:
     index["t2v_nb_defaults"] = dict(DEFAULTS, diffusers_num_frames=DEFAULTS["num_frames"] - 1)
     index["training"] = {"transformer_steps": state["step"], "transformer_minutes": round(state["seconds"] / 60, 1),
                          "vae_steps": vae_state["step"], "vae_minutes": round(vae_state["seconds"] / 60, 1),
-                         "minutes": "CPU time of the training steps (all threads)", "where": "CPU"}
+                         "minutes": "of the training steps: CPU time (all threads) on a CPU, wall time on a GPU",
+                         "where": {"vae": sorted(set(vae_state.get("where", ["cpu"]))),
+                                   "transformer": sorted(set(state.get("where", ["cpu"])))}}
     with open(index_path, "w") as f:
         json.dump(index, f, indent=2)
     preview = fit_preview(pipe.vae)
@@ -504,6 +621,9 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--eval-minutes", type=float, default=8, help="training minutes between accuracy points")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (budgets are then wall time, see _clock)")
+    p.add_argument("--vae-whole", action="store_true", help="whole frames for the whole VAE stage (a GPU's choice)")
+    p.add_argument("--workers", type=int, default=0, help="processes that render training videos ahead of a GPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", metavar="DIR", help="write the model in WanPipeline's diffusers layout and exit")
     p.add_argument("--evaluate", metavar="DIR", help="score an exported model (WanPipeline) on all 60 captions")
@@ -524,13 +644,17 @@ def main(argv=None) -> None:
         if args.benchmark:
             benchmark(args.benchmark)
         return
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # the VAE's 3-D convolutions, at fixed shapes
+        torch.backends.cuda.matmul.allow_tf32 = True
     _stop.install()
-    train_vae(args.workdir, args.vae_minutes, batch=args.vae_batch, seed=args.seed)
+    train_vae(args.workdir, args.vae_minutes, batch=args.vae_batch, seed=args.seed, device=args.device,
+              whole=args.vae_whole, workers=args.workers)
     if not _stop:
-        encode_dataset(args.workdir, args.num_videos, seed=args.seed)
+        encode_dataset(args.workdir, args.num_videos, seed=args.seed, device=args.device, workers=args.workers)
     if not _stop:
         train_transformer(args.workdir, args.transformer_minutes, batch_size=args.batch_size, lr=args.lr,
-                          seed=args.seed, eval_minutes=args.eval_minutes)
+                          seed=args.seed, eval_minutes=args.eval_minutes, device=args.device)
 
 
 if __name__ == "__main__":
