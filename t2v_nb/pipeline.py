@@ -119,6 +119,21 @@ class _Resume:
     checkpoints: list
 
 
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype `model` computes in: that of its first floating-point parameter not in the class's
+    `_keep_in_fp32_modules` (as diffusers' own `ModelMixin.dtype`, without walking every submodule: the first
+    match usually comes within a few parameters)."""
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or [])
+    first = None
+    for name, p in model.named_parameters():
+        if not p.is_floating_point():
+            continue
+        first = first or p.dtype
+        if not keep & set(name.split(".")):
+            return p.dtype
+    return first or torch.float32
+
+
 class StepwisePipeline:
     """A text-to-video diffusion model opened up: the components plus a loop you drive step by step.
 
@@ -172,7 +187,9 @@ class StepwisePipeline:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.denoiser.parameters()).dtype
+        """The denoiser's compute dtype: its first floating parameter outside the modules its class keeps in
+        float32 when loaded in half precision (Wan's `scale_shift_table` and norms come first and stay float32)."""
+        return model_dtype(self.denoiser)
 
     @property
     def vae_scale_factor(self) -> int:

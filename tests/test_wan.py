@@ -278,3 +278,20 @@ def test_text_first_loads_the_encoder_only_to_encode_and_gives_the_same_video(tm
     assert first.text_encoder.model is None and first.text_encoder.loads == 1  # prompt + negative: one load
     first.generate("a blue square", **kw)
     assert first.text_encoder.loads == 2
+
+
+def test_half_precision_transformer_keeps_its_float32_modules_and_runs():
+    """As `from_pretrained(torch_dtype=torch.bfloat16)` leaves it: the modules the class keeps in float32 stay
+    float32 (Wan's `scale_shift_table` is its first parameter), the rest is bfloat16. The pipeline must compute in
+    bfloat16 (found on an H200: taking the first parameter's dtype fed float32 latents to the half-precision
+    patch embedding, which raised)."""
+    parts = tiny_wan.components()
+    tr = parts["transformer"].to(torch.bfloat16)
+    for name, p in tr.named_parameters():
+        if set(tr._keep_in_fp32_modules) & set(name.split(".")):
+            p.data = p.data.float()
+    assert next(tr.parameters()).dtype == torch.float32  # the trap: the first parameter is a float32 one
+    pipe = StepwisePipeline(**parts)
+    assert pipe.dtype == torch.bfloat16
+    run = pipe.start(PROMPT, seed=0, guidance_scale=5.0, **dict(SMALL, num_inference_steps=2)).finish(progress=False)
+    assert run.latents.dtype == torch.float32 and torch.isfinite(run.latents).all()

@@ -191,7 +191,7 @@ def train_vae(workdir: str, minutes: float, batch: int = 12, lr: float = 1e-3, s
     # The linear colour read-out (see _vae_loss). Runs started before it existed carry on without it.
     colour = torch.nn.Linear(vae.config.z_dim, 3)
     state = {"step": 0, "seconds": 0.0, "done": False, "colour": True}
-    ckpt = torch.load(path, weights_only=False) if os.path.exists(path) else None
+    ckpt = torch.load(path, weights_only=False, map_location="cpu") if os.path.exists(path) else None
     if ckpt is not None:
         state = ckpt["state"]
         if "colour" in ckpt:
@@ -251,7 +251,7 @@ STATS = "latent_stats.json"  # the cache's per-channel mean and std, small enoug
 def load_vae(workdir: str):
     """The trained VAE, with latents_mean/std from the latent cache once it exists."""
     vae = fc.build_vae()
-    vae.load_state_dict(torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["model"])
+    vae.load_state_dict(torch.load(os.path.join(workdir, "vae.pt"), weights_only=False, map_location="cpu")["model"])
     stats_path, cache = os.path.join(workdir, STATS), os.path.join(workdir, "latents.pt")
     stats = None
     if os.path.exists(stats_path):
@@ -487,7 +487,7 @@ def train_transformer(workdir: str, minutes: float, batch_size: int = 32, lr: fl
 
 def load_pipeline(workdir: str):
     """WanPipeline with the work directory's EMA transformer, and its training state."""
-    ckpt = torch.load(os.path.join(workdir, "transformer.pt"), weights_only=False)
+    ckpt = torch.load(os.path.join(workdir, "transformer.pt"), weights_only=False, map_location="cpu")
     transformer = fc.build_transformer()
     transformer.load_state_dict(ckpt["ema"])
     return make_pipeline(load_vae(workdir), transformer.eval()), ckpt["state"]
@@ -500,7 +500,7 @@ def export(workdir: str, out: str) -> None:
     index_path = os.path.join(out, "model_index.json")
     with open(index_path) as f:
         index = json.load(f)
-    vae_state = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["state"]
+    vae_state = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False, map_location="cpu")["state"]
     index["_t2v_nb"] = ("toy-shapes-flow: Wan 2.1's classes (WanTransformer3DModel, AutoencoderKLWan, UMT5), tiny, "
                         "trained with rectified flow on moving shapes")
     index["t2v_nb_defaults"] = dict(DEFAULTS, diffusers_num_frames=DEFAULTS["num_frames"] - 1)
