@@ -339,6 +339,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="toy-shapes", help="preset or model directory")
     p.add_argument("--seeds", type=int, default=3, help="seeds per caption (0..N-1)")
     p.add_argument("--guidance-scale", type=float, help="instead of the model's default")
+    p.add_argument("--steps", type=int, help="denoising steps, instead of the model's default")
     p.add_argument("--guidance-interval", metavar="LOW,HIGH|none",
                    help="timesteps where guidance applies, instead of the model's default; 'none': every step")
     p.add_argument("--json", help="also write the report here")
@@ -348,6 +349,10 @@ def main(argv=None) -> int:
 
     pipe = t2v_nb.load(args.model)
     kwargs = {} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}
+    if args.steps is not None:
+        if args.steps < 1:
+            p.error(f"--steps must be at least 1, not {args.steps}")
+        kwargs["num_inference_steps"] = args.steps
     if args.guidance_interval is not None:
         text = args.guidance_interval.strip().lower()
         try:
