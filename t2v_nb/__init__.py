@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load", "PRESETS", "HOOK_POINTS", "StepwisePipeline", "Run", "Step", "Video"]
+__all__ = ["__version__", "load", "PRESETS", "HOOK_POINTS", "StepwisePipeline", "Run", "Step", "Video", "sweep"]
 
 _LAZY = {
     "load": ("models", "load"),
@@ -24,6 +24,7 @@ _LAZY = {
     "Run": ("pipeline", "Run"),
     "Step": ("pipeline", "Step"),
     "Video": ("video", "Video"),
+    "sweep": ("sweep", "sweep"),
 }
 
 
