@@ -374,6 +374,15 @@ def _save_pred_x0(pipe, run, path: pathlib.Path) -> None:
     _replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=80))
 
 
+def _stable(record: dict) -> dict:
+    """The record with what Python's per-process set order leaves in it sorted (diffusers keeps the scheduler
+    config's `_use_default_values`, a set, as a list), so every process writes the same bytes for a result."""
+    config = record.get("scheduler_config")
+    if isinstance(config, dict) and isinstance(config.get("_use_default_values"), (list, tuple, set)):
+        record = {**record, "scheduler_config": {**config, "_use_default_values": sorted(config["_use_default_values"])}}
+    return record
+
+
 def make_one(pipe, combo: dict, folder: pathlib.Path, cid: str, *, pred_x0: bool = False, frames: bool = True) -> dict:
     """Make one combination's video and write its files; returns its manifest entry (not yet written)."""
     import numpy as np
@@ -382,6 +391,7 @@ def make_one(pipe, combo: dict, folder: pathlib.Path, cid: str, *, pred_x0: bool
     settings = {k: v for k, v in combo.items() if k not in ("prompt", "seed")}
     run = pipe.start(combo["prompt"], seed=combo["seed"], record=["step.pred_x0"] if pred_x0 else None, **settings)
     video = run.finish(progress=False).decode()
+    video.record = _stable(video.record)
     files = {"video": f"{cid}.mp4", "record": f"{cid}.mp4.json"}
     video.save(folder / files["video"], overwrite=True)
     if frames:
@@ -469,6 +479,8 @@ _CONFIG_KEYS = ("model", "out", "prompts", "seeds", "settings", "pred_x0", "fram
 def read_config(path) -> dict:
     """A sweep config from JSON (.json) or YAML (.yaml, .yml; needs pyyaml): the keys of `_CONFIG_KEYS`."""
     path = pathlib.Path(path)
+    if path.suffix.lower() not in (".json", ".yaml", ".yml"):
+        raise ValueError(f"{str(path)!r}: a sweep config is .json, .yaml or .yml, not {path.suffix!r}.")
     text = path.read_text("utf-8")
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
@@ -476,10 +488,8 @@ def read_config(path) -> dict:
         except ImportError:
             raise ImportError(f"Reading {str(path)!r} needs pyyaml: 'pip install pyyaml', or write the config as JSON.") from None
         config = yaml.safe_load(text)
-    elif path.suffix.lower() == ".json":
-        config = json.loads(text)
     else:
-        raise ValueError(f"{str(path)!r}: a sweep config is .json, .yaml or .yml, not {path.suffix!r}.")
+        config = json.loads(text)
     if not isinstance(config, dict):
         raise ValueError(f"{str(path)!r} must hold a mapping of {', '.join(_CONFIG_KEYS)}; got {type(config).__name__}.")
     unknown = [k for k in config if k not in _CONFIG_KEYS]
@@ -570,7 +580,9 @@ class _CallableModule(types.ModuleType):
         return sweep(*args, **kwargs)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the imported module's main, so that its classes are the ones viz and others see
+    from t2v_nb.sweep import main as _main
+
+    sys.exit(_main())
 else:
     sys.modules[__name__].__class__ = _CallableModule
