@@ -217,7 +217,7 @@ def test_two_accelerate_processes_write_the_same_files_as_one(tmp_path):
     model = save_model_dir(tmp_path / "model", unet_kind="3d",
                            defaults={"height": 16, "width": 16, "num_frames": 3, "num_inference_steps": 2,
                                      "guidance_scale": 4.0})
-    config = {"model": str(model), "prompts": [PROMPT, "a blue square moving left"], "seeds": [0, 1, 2],
+    config = {"model": str(model), "prompts": [PROMPT], "seeds": [0, 1, 2],
               "settings": {"guidance_scale": [1.0, 4.0], "scheduler": ["ddim", "euler-a"]}, "contact_sheet": False}
     path = tmp_path / "sweep.json"
     path.write_text(json.dumps(config))
@@ -230,7 +230,7 @@ def test_two_accelerate_processes_write_the_same_files_as_one(tmp_path):
     by_process = {json.loads(line)["process"] for p in two.glob("manifest*") for line in p.read_text().splitlines()}
     assert by_process == {0, 1}  # both processes made some
     files = sorted(p.name for p in one.iterdir() if not p.name.startswith("manifest"))
-    assert len(files) == 2 * 3 * 2 * 2 * 3  # 24 combinations, 3 files each
+    assert len(files) == 3 * 2 * 2 * 3  # 12 combinations, 3 files each
     assert files == sorted(p.name for p in two.iterdir() if not p.name.startswith("manifest"))
     for name in files:  # frames, MP4 and record: the same bytes whichever process made them
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
