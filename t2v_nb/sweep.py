@@ -101,6 +101,23 @@ def _check_value(name: str, v) -> None:
                              f"guidance_interval=[None, [700, 1000]].")
 
 
+def _as_float(name: str, value):
+    """Settings that are floats (guidance_scale, eta, the ends of guidance_interval) as floats."""
+    real = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)  # noqa: E731
+    if name in ("guidance_scale", "eta") and real(value):
+        return float(value)
+    if name == "guidance_interval" and value is not None and all(real(v) for v in value):
+        return [float(v) for v in value]
+    return value
+
+
+def _same(a, b) -> bool:
+    """Whether two swept values are the same (numbers by value: 3 == 3.0)."""
+    if all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in (a, b)):
+        return float(a) == float(b)
+    return _canon(a) == _canon(b)
+
+
 def check_grid(prompts, seeds, settings: dict) -> dict[str, list]:
     """The axes of the grid in order (prompt, the settings as given, seed), checked: raises before any work."""
     unknown = [n for n in settings if n not in SWEEPABLE]
@@ -124,6 +141,7 @@ def check_grid(prompts, seeds, settings: dict) -> dict[str, list]:
         axes[name] = _axis(name, values)
         for v in axes[name]:
             _check_value(name, v)
+        axes[name] = _axis(name, [_as_float(name, v) for v in axes[name]])  # 3 and 3.0: one value, one id
     axes["seed"] = [int(s) for s in seeds]
     return axes
 
@@ -134,12 +152,22 @@ def combinations(axes: dict[str, list]) -> list[dict]:
 
 
 def _model_key(pipe) -> dict:
-    """What, besides the combination, decides the frames: where the weights came from, their dtype, the
-    default sampler and settings. Not the device: every process of a sweep gets the same ids."""
+    """What, besides the combination, decides the frames: where the weights came from and a fingerprint of them,
+    their dtype, the default sampler and settings. Not the device: every process of a sweep gets the same ids."""
     from .schedulers import scheduler_name
 
     return _jsonable({"source": pipe.source, "family": pipe.family.name, "dtype": str(pipe.dtype).replace("torch.", ""),
-                      "scheduler": scheduler_name(pipe.scheduler), "defaults": pipe.defaults})
+                      "weights": _fingerprint(pipe.denoiser), "scheduler": scheduler_name(pipe.scheduler),
+                      "defaults": pipe.defaults})
+
+
+def _fingerprint(module) -> str:
+    """A hash of a few values of the first, middle and last weight tensors: retrained weights under the same
+    name get other ids (and are made again, not taken for the old results). Reads 48 numbers, not the model."""
+    params = list(module.parameters())
+    picked = [params[0], params[len(params) // 2], params[-1]] if params else []
+    values = [p.detach().flatten()[:16].float().cpu().tolist() for p in picked]
+    return hashlib.sha256(json.dumps([len(params), values]).encode()).hexdigest()[:16]
 
 
 def _jsonable(obj):
@@ -249,10 +277,22 @@ class SweepResult:
 
         return Video.load(self.path(entry, "video")).to_uint8()
 
+    def video(self, **values):
+        """The one result with these values as a `Video` (frames from its .frames.npy, else its MP4; the record
+        from its sidecar): `result.video(seed=0, guidance_scale=3)`."""
+        from .video import Video
+
+        found = self.find(**values)
+        if len(found) != 1:
+            raise ValueError(f"{len(found)} results have {values}; name values of {', '.join(self.swept)} so that "
+                             f"exactly one does.")
+        meta = json.loads(self.path(found[0], "record").read_text("utf-8"))
+        frames = self.frames(found[0]).astype("float32") / 255.0  # [F, H, W, 3]
+        return Video(frames, fps=meta.get("fps", 8.0), record=meta.get("record", {}))
+
     def find(self, **values) -> list[dict]:
         """The entries whose combination has these values: `result.find(seed=0, guidance_scale=3)`."""
-        want = {k: _canon(v) for k, v in values.items()}
-        return [e for e in self.entries if all(_canon(e["combination"].get(k)) == v for k, v in want.items())]
+        return [e for e in self.entries if all(_same(e["combination"].get(k), v) for k, v in values.items())]
 
     def rows(self) -> list[dict]:
         """The manifest as a list of flat dicts, one per result: the combination, then id, seconds, video file."""

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import t2v_nb
 from t2v_nb import viz
@@ -309,3 +310,25 @@ def test_t2v_nb_sweep_is_the_function_and_the_module_is_callable():
     module = importlib.import_module("t2v_nb.sweep")
     assert callable(t2v_nb.sweep) and callable(module)
     assert "sweep" in t2v_nb.__all__ and module.SweepResult is SweepResult
+
+
+def test_a_result_as_a_video_and_new_weights_get_new_ids(three_axes, tmp_path):
+    video = three_axes.video(prompt=PROMPT, seed=1, guidance_scale=4.0)
+    entry = three_axes.find(prompt=PROMPT, seed=1, guidance_scale=4.0)[0]
+    np.testing.assert_array_equal(video.to_uint8(), three_axes.frames(entry))
+    assert video.record["seed"] == 1 and video.fps == 8.0
+    with pytest.raises(ValueError, match="2 results have"):
+        three_axes.video(prompt=PROMPT, seed=1)
+    pipe = importlib.import_module("tiny_modelscope").tiny_pipe()
+    before = sweep_module.combination_id(sweep_module._model_key(pipe), entry["combination"])
+    assert before == entry["id"]
+    with torch.no_grad():
+        next(pipe.unet.parameters()).flatten()[0] += 1e-3  # "retrained"
+    assert sweep_module.combination_id(sweep_module._model_key(pipe), entry["combination"]) != before
+
+
+def test_float_settings_given_as_ints_are_one_value():
+    axes = check_grid([PROMPT], [0], {"guidance_scale": [3, 7.5], "guidance_interval": [None, [700, 1000]]})
+    assert axes["guidance_scale"] == [3.0, 7.5] and axes["guidance_interval"] == [None, [700.0, 1000.0]]
+    with pytest.raises(ValueError, match="more than once"):
+        check_grid([PROMPT], [0], {"guidance_scale": [3, 3.0]})
