@@ -24,7 +24,7 @@ _LAZY = {
     "Run": ("pipeline", "Run"),
     "Step": ("pipeline", "Step"),
     "Video": ("video", "Video"),
-    "sweep": ("sweep", "sweep"),
+    "sweep": ("sweep", None),  # the module, callable as the function: t2v_nb.sweep(...) and t2v_nb.sweep.SweepResult
 }
 
 
@@ -33,7 +33,8 @@ def __getattr__(name: str):
         import importlib
 
         module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        value = importlib.import_module(f".{module}", __name__)
+        value = value if attr is None else getattr(value, attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 't2v_nb' has no attribute {name!r}")

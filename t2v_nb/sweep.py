@@ -46,7 +46,8 @@ import types
 import uuid
 from typing import Any
 
-__all__ = ["sweep", "SweepResult", "SWEEPABLE", "main"]
+__all__ = ["sweep", "SweepResult", "SWEEPABLE", "check_grid", "combinations", "combination_id", "read_manifests",
+           "is_complete", "make_one", "process_state", "read_config", "main"]
 
 # The settings of `pipe.start` a sweep can vary (the prompt and the seed have their own arguments).
 SWEEPABLE = ("num_frames", "height", "width", "num_inference_steps", "guidance_scale", "guidance_interval",
@@ -613,11 +614,17 @@ def main(argv=None) -> int:
 
 
 class _CallableModule(types.ModuleType):
-    """This module, callable as `sweep(...)`: `t2v_nb.sweep` is the function, but Python sets a package's attribute
-    to its submodule when the submodule (this file) is imported, so `t2v_nb.sweep(...)` works either way."""
+    """This module, callable as its function `sweep`: `t2v_nb.sweep(...)` makes a sweep, and `t2v_nb.sweep` is
+    still the module (`t2v_nb.sweep.SweepResult`), whichever way it was imported."""
 
     def __call__(self, *args, **kwargs) -> SweepResult:
         return sweep(*args, **kwargs)
+
+    @property
+    def __signature__(self):
+        import inspect
+
+        return inspect.signature(sweep)
 
 
 if __name__ == "__main__":  # run the imported module's main, so that its classes are the ones viz and others see

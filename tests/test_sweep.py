@@ -18,7 +18,7 @@ import t2v_nb
 from t2v_nb import viz
 from t2v_nb.sweep import SweepResult, check_grid, read_config, read_manifests
 
-sweep_module = importlib.import_module("t2v_nb.sweep")  # (`from t2v_nb import sweep` is the function)
+sweep_module = importlib.import_module("t2v_nb.sweep")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FAMILY_MODULES = ["tiny_modelscope", "tiny_toy", "tiny_animatediff", "tiny_wan", "tiny_cogvideox"]
 PROMPT = "a red circle moving right"
@@ -306,10 +306,14 @@ def test_config_files_and_flags(tmp_path):
         parse("guidance_scale")
 
 
-def test_t2v_nb_sweep_is_the_function_and_the_module_is_callable():
-    module = importlib.import_module("t2v_nb.sweep")
-    assert callable(t2v_nb.sweep) and callable(module)
-    assert "sweep" in t2v_nb.__all__ and module.SweepResult is SweepResult
+def test_t2v_nb_sweep_is_the_module_callable_as_the_function():
+    import inspect
+
+    from t2v_nb import sweep
+
+    assert sweep is t2v_nb.sweep is sys.modules["t2v_nb.sweep"] and sweep.SweepResult is SweepResult
+    assert callable(sweep) and "sweep" in t2v_nb.__all__
+    assert list(inspect.signature(sweep).parameters)[:4] == ["model", "prompts", "seeds", "out"]
 
 
 def test_a_result_as_a_video_and_new_weights_get_new_ids(three_axes, tmp_path):
