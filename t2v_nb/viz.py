@@ -725,6 +725,9 @@ def contact_sheet(sweep: Any, rows: str | Sequence[str] | None = None, cols: str
         raise ValueError(f"cell must be 'strip' (frames in a row) or 'middle' (the middle frame), not {cell!r}.")
     if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
         raise ValueError(f"max_frames must be a positive int, not {max_frames!r}.")
+    for name in where or {}:
+        if name not in result.axes:
+            raise ValueError(f"where={where!r}: {name!r} is not an axis of this sweep; its axes: {', '.join(result.axes)}.")
     entries = result.find(**where) if where else list(result.entries)
     if not entries:
         raise ValueError(f"No results to show{f' with {where}' if where else ''} in {str(result.folder)!r}.")

@@ -274,6 +274,7 @@ def test_contact_sheet_marks_what_is_not_made(three_axes, tmp_path):
     ({"rows": "seed", "cols": ["seed", "prompt"]}, "both rows and columns"),
     ({"cell": "first"}, "cell must be"),
     ({"where": {"seed": 7}}, "No results"),
+    ({"where": {"sed": 0}}, "'sed' is not an axis"),
 ])
 def test_contact_sheet_errors(three_axes, kwargs, match):
     with pytest.raises(ValueError, match=match):
