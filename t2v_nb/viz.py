@@ -764,7 +764,7 @@ def contact_sheet(sweep: Any, rows: str | Sequence[str] | None = None, cols: str
     fig.suptitle(title or f"{len(entries)} results ({'frames left to right' if cell == 'strip' else 'middle frame'})"
                  + (f"\n{common}" if common else ""), fontsize=10)
     if path is not None:
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=100, bbox_inches="tight")  # the row labels stand left of the axes
     return fig
 
 
