@@ -23,7 +23,10 @@ and writes its own manifest, `manifest.<rank>.jsonl`; reading merges them):
     accelerate launch --multi_gpu --num_processes 2 -m t2v_nb.sweep sweep.yaml
 
 The seed belongs to the combination (`torch.Generator().manual_seed(seed)` on the CPU, as `pipe.start`
-draws it), so a combination's frames do not depend on which process made it, or in what order.
+draws it), so a combination's frames do not depend on which process made it, or in what order (on one
+kind of device with one thread count: tested on the CPU, one process against two, byte for byte). On a
+machine without a GPU, keep `--multi_gpu`: the processes then share the CPU (accelerate's `--cpu` starts
+one process unless MPI is set up). `t2v_nb.sweep` is this module, callable as its function `sweep`.
 """
 
 from __future__ import annotations
