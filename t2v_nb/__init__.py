@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load", "PRESETS", "HOOK_POINTS", "StepwisePipeline", "Run", "Step", "Video"]
+__all__ = ["__version__", "load", "PRESETS", "HOOK_POINTS", "StepwisePipeline", "Run", "Step", "Video", "sweep"]
 
 _LAZY = {
     "load": ("models", "load"),
@@ -24,6 +24,7 @@ _LAZY = {
     "Run": ("pipeline", "Run"),
     "Step": ("pipeline", "Step"),
     "Video": ("video", "Video"),
+    "sweep": ("sweep", None),  # the module, callable as the function: t2v_nb.sweep(...) and t2v_nb.sweep.SweepResult
 }
 
 
@@ -32,7 +33,8 @@ def __getattr__(name: str):
         import importlib
 
         module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        value = importlib.import_module(f".{module}", __name__)
+        value = value if attr is None else getattr(value, attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 't2v_nb' has no attribute {name!r}")

@@ -648,3 +648,124 @@ def temporal_attention(matrix: Any, titles: Sequence[str] | None = None) -> Figu
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("Temporal attention: how much each frame looks at each other frame")
     return fig
+
+
+# ------------------------------------------------------------------------------------------ 4. sweeps
+
+
+def _sheet_value(value: Any) -> str:
+    """How one swept value is written on a contact sheet (long prompts wrapped)."""
+    import json
+    import textwrap
+
+    if isinstance(value, str):
+        return textwrap.fill(value, 26) if value else '""'
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value)
+
+
+def _sheet_axes(result: Any, entries: list, rows: Any, cols: Any) -> tuple[list[str], list[str]]:
+    """The axes of the sheet's rows and columns: those given, else the varying axes (the last one as columns)."""
+    from .sweep import _canon
+
+    varying = [a for a in result.axes if len({_canon(e["combination"].get(a)) for e in entries}) > 1]
+    given = {"rows": rows, "cols": cols}
+    for key, value in given.items():
+        given[key] = None if value is None else [value] if isinstance(value, str) else list(value)
+        for name in given[key] or []:
+            if name not in result.axes:
+                raise ValueError(f"{key}={value!r}: {name!r} is not an axis of this sweep; its axes: "
+                                 f"{', '.join(result.axes)}.")
+    rows, cols = given["rows"], given["cols"]
+    if rows is None and cols is None:
+        rows, cols = varying[:-1], varying[-1:]
+    elif cols is None:
+        cols = [a for a in varying if a not in rows]
+    elif rows is None:
+        rows = [a for a in varying if a not in cols]
+    if set(rows) & set(cols):
+        raise ValueError(f"{sorted(set(rows) & set(cols))} cannot be both rows and columns.")
+    left = [a for a in varying if a not in rows + cols]
+    if left:
+        raise ValueError(f"{', '.join(left)} vary but are neither rows nor columns: add them to rows= or cols=, or "
+                         f"pick one value with where={{{left[0]!r}: ...}}.")
+    return rows, cols
+
+
+def _sheet_image(frames: np.ndarray, cell: str, max_frames: int) -> np.ndarray:
+    """One result's picture: up to `max_frames` evenly spaced frames side by side (white gaps), or the middle one."""
+    F, H, W, _ = frames.shape  # uint8 [F, H, W, 3]
+    if cell == "middle":
+        return frames[F // 2]
+    picked = np.unique(np.linspace(0, F - 1, min(F, max_frames)).round().astype(int))
+    gap = np.full((H, max(1, W // 32), 3), 255, np.uint8)
+    return np.concatenate([part for f in picked for part in (frames[f], gap)][:-1], axis=1)  # [H, k*W + gaps, 3]
+
+
+def contact_sheet(sweep: Any, rows: str | Sequence[str] | None = None, cols: str | Sequence[str] | None = None,
+                  cell: str = "strip", max_frames: int = 8, where: dict | None = None, path: Any = None,
+                  title: str | None = None) -> Figure:
+    """A sweep's results side by side: rows and columns are swept axes, each cell one video.
+
+    `sweep` is what `t2v_nb.sweep` returned, or its folder. By default the last axis that varies (the seed, if
+    swept) makes the columns and the other varying axes the rows (their combinations, one row each). `where`
+    keeps only the results with these values (`where={"seed": 0}`), e.g. to fix an axis that is neither rows nor
+    columns. A cell shows up to `max_frames` evenly spaced frames in a row (time left to right, cell="strip") or
+    the middle frame (cell="middle"); a combination not made (yet) is a grey cell. `path` also saves it as PNG.
+
+    Example: `contact_sheet("sweeps/guidance", rows="guidance_scale", cols="seed", path="sheet.png")`
+    """
+    import itertools
+
+    from .sweep import SweepResult, _canon
+
+    result = sweep if isinstance(sweep, SweepResult) else SweepResult.load(sweep)
+    if cell not in ("strip", "middle"):
+        raise ValueError(f"cell must be 'strip' (frames in a row) or 'middle' (the middle frame), not {cell!r}.")
+    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
+        raise ValueError(f"max_frames must be a positive int, not {max_frames!r}.")
+    for name in where or {}:
+        if name not in result.axes:
+            raise ValueError(f"where={where!r}: {name!r} is not an axis of this sweep; its axes: {', '.join(result.axes)}.")
+    entries = result.find(**where) if where else list(result.entries)
+    if not entries:
+        raise ValueError(f"No results to show{f' with {where}' if where else ''} in {str(result.folder)!r}.")
+    row_axes, col_axes = _sheet_axes(result, entries, rows, cols)
+
+    def values(axes: list[str]) -> list[tuple]:  # the value combinations present, in the axes' order
+        present = [[v for v in result.axes[a] if any(_canon(e["combination"].get(a)) == _canon(v) for e in entries)]
+                   for a in axes]
+        return list(itertools.product(*present))
+
+    row_keys, col_keys = values(row_axes), values(col_axes)
+    cells = {(tuple(_canon(e["combination"].get(a)) for a in row_axes),
+              tuple(_canon(e["combination"].get(a)) for a in col_axes)): e for e in entries}
+    images = {k: _sheet_image(result.frames(e), cell, max_frames) for k, e in cells.items()}
+    h, w = next(iter(images.values())).shape[:2]
+    cw = min(15.0 / len(col_keys), 0.9 * w / h if cell == "strip" else 1.8)
+    fig = _Figure(figsize=(len(col_keys) * cw + (1.8 if row_axes else 0.4), len(row_keys) * cw * h / w + 1.2),
+                  layout="constrained")
+    axes = fig.subplots(len(row_keys), len(col_keys), squeeze=False, subplot_kw=_NO_TICKS)
+    label = lambda names, key: "\n".join(f"{n}={_sheet_value(v)}" for n, v in zip(names, key))  # noqa: E731
+    for r, rk in enumerate(row_keys):
+        for c, ck in enumerate(col_keys):
+            ax = axes[r, c]
+            img = images.get((tuple(map(_canon, rk)), tuple(map(_canon, ck))))
+            ax.imshow(img if img is not None else np.full((h, w, 3), 235, np.uint8), interpolation="nearest")
+            if img is None:
+                ax.text(0.5, 0.5, "not made", transform=ax.transAxes, ha="center", va="center", color="0.4")
+            if c == 0 and row_axes:
+                ax.set_ylabel(label(row_axes, rk), rotation=0, ha="right", va="center", fontsize=8)
+            if r == 0 and col_axes:
+                ax.set_title(label(col_axes, ck), fontsize=8)
+    fixed = [a for a in result.axes if a not in row_axes + col_axes]
+    common = ", ".join(f"{a}={_sheet_value(entries[0]['combination'].get(a))}".replace("\n", " ") for a in fixed)
+    fig.suptitle(title or f"{len(entries)} results ({'frames left to right' if cell == 'strip' else 'middle frame'})"
+                 + (f"\n{common}" if common else ""), fontsize=10)
+    if path is not None:
+        fig.savefig(path, dpi=100, bbox_inches="tight")  # the row labels stand left of the axes
+    return fig
+
+
+__all__ += ["contact_sheet"]
