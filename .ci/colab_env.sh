@@ -26,7 +26,7 @@ $PYTHON -m venv "$VENV"
 mkdir -p "$LOG"
 echo "== $VENV: Colab's packages from $CONSTRAINTS ($($VENV/bin/python --version))"
 "${PIP[@]}" install -q -c "$CONSTRAINTS" pip setuptools wheel
-"${PIP[@]}" install -q "$TORCH" || "${PIP[@]}" install -q torch
+"${PIP[@]}" install -q -c "$CONSTRAINTS" "$TORCH" || "${PIP[@]}" install -q torch
 mapfile -t PACKAGES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' .ci/colab/runtime-packages.txt)
 "${PIP[@]}" install -q -c "$CONSTRAINTS" "${PACKAGES[@]}"
 

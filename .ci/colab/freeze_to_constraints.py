@@ -9,6 +9,8 @@ What changes on the way (each listed in the output's header):
 - torch becomes `--torch` (default 2.13.0, the CPU build this project's machines keep on disk; Colab's is a
   CUDA build of several GB), and the other CUDA builds of the torch family (`+cu…` versions: torchvision,
   torchaudio, torchcodec) are left out: they belong to Colab's torch, not to ours;
+- `--unpin NAME:REASON` leaves NAME unpinned, for what our torch needs newer (setuptools: torch 2.13 needs
+  >= 77.0.3, Colab's torch 2.11 lives with its 75.2.0);
 - everything else is kept as Colab has it, whether or not the Colab venv installs it (a constraint only bites
   when something asks for that package).
 """
@@ -24,9 +26,11 @@ _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)$")
 _URL = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*@\s*\S+")
 
 
-def convert(lines, torch: str) -> tuple[list[str], list[str], list[str]]:
-    """(constraint lines, left out as URLs, left out as CUDA builds) from the lines of a pip freeze."""
+def convert(lines, torch: str, unpin=()) -> tuple[list[str], list[str], list[str]]:
+    """(constraint lines, left out as URLs, left out as CUDA builds) from the lines of a pip freeze; the names in
+    `unpin` are left out too."""
     pins, urls, cuda = [], [], []
+    unpin = {n.lower() for n in unpin}
     for raw in lines:
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -38,6 +42,8 @@ def convert(lines, torch: str) -> tuple[list[str], list[str], list[str]]:
         if match is None:
             sys.exit(f"not a `name==version` or `name @ url` line: {line!r}")
         name, version = match.groups()
+        if name.lower() in unpin:
+            continue
         if name.lower() == "torch":
             pins.append(f"torch=={torch}  # Colab: {version}")
         elif "+cu" in version:
@@ -53,10 +59,13 @@ def main() -> None:
     parser.add_argument("--source", required=True, help="where the freeze comes from (repository, file, commit)")
     parser.add_argument("--torch", default="2.13.0", help="the torch version the Colab venv installs instead")
     parser.add_argument("--date", default=datetime.date.today().isoformat(), help="when the freeze was fetched")
+    parser.add_argument("--unpin", action="append", default=[], metavar="NAME:REASON",
+                        help="leave NAME unpinned (something the venv's torch needs newer than Colab has)")
     parser.add_argument("--colab-python", default="3.12", help="Colab's Python version (backend-info's os-info-gpu.txt)")
     args = parser.parse_args()
     with open(args.freeze) as f:
-        pins, urls, cuda = convert(f, args.torch)
+        unpinned = dict(item.split(":", 1) for item in args.unpin)
+        pins, urls, cuda = convert(f, args.torch, unpinned)
     print(f"# Colab's GPU runtime, as pip constraints: `make test-colab` (.ci/colab_env.sh) builds .venv-colab with them.")
     print(f"# Source: {args.source}; fetched {args.date}.")
     print("# Made by .ci/colab/freeze_to_constraints.py from that `pip freeze`; to refresh, run it on the newest one")
@@ -64,6 +73,8 @@ def main() -> None:
     print(f"# Differs from Colab: torch is {args.torch} (the CPU build on this project's machines; Colab's is CUDA);")
     print(f"# Colab runs Python {args.colab_python}, the venv the machine's python3 (3.11 here; every package the venv")
     print("# installs has this version for both).")
+    for name, reason in unpinned.items():
+        print(f"# Left unpinned: {name} ({reason.strip()}).")
     print(f"# Left out, CUDA builds of Colab's torch: {', '.join(cuda) or 'none'}.")
     print(f"# Left out, installed from URLs on Colab (pip takes no URL as a constraint): {', '.join(urls) or 'none'}.")
     for line in pins:
