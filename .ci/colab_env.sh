@@ -68,6 +68,10 @@ cat "$LOG/install.txt"
 "${PIP[@]}" freeze > "$LOG/after.txt"
 [ $status -eq 0 ] || { echo "FAIL: pip install exited with $status"; exit 1; }
 "$VENV/bin/python" .ci/colab/check_install.py "$LOG/before.txt" "$LOG/after.txt" "$LOG/install.txt"
+"${PIP[@]}" check > "$LOG/pip-check-after.txt" 2>&1 || true
+if grep -v -x -F -f "$LOG/pip-check-before.txt" "$LOG/pip-check-after.txt" | grep -v "^No broken requirements found"; then
+    echo "FAIL: after the install, pip check finds the broken requirements above (not there before)"; exit 1
+fi
 "$VENV/bin/python" -c "import IPython, traitlets, ipykernel, ipywidgets, t2v_nb; \
 print('kernel after the install: IPython', IPython.__version__, '| traitlets', traitlets.__version__, \
 '| ipykernel', ipykernel.__version__, '| ipywidgets', ipywidgets.__version__, '| t2v_nb', t2v_nb.__version__)"

@@ -23,6 +23,7 @@ ALLOWED = {
     "huggingface-hub": "diffusers 0.40 needs >= 1.23",
     "safetensors": "diffusers 0.40 needs >= 0.8",
     "hf-xet": "the newer huggingface_hub needs a newer one",
+    "click": "huggingface_hub >= 1.32 (diffusers 0.42 needs it) needs click >= 8.4.2; Colab had 8.4.1",
 }
 # Colab's kernel and front end: never to change (named in the failure message).
 KERNEL = ("ipython", "traitlets", "ipykernel", "ipywidgets", "notebook", "jupyter-client", "jupyter-core",
