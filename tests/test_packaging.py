@@ -133,7 +133,7 @@ def test_every_floor_is_met_by_colab_or_allowed_to_upgrade_there():
             comment = text.split("On Colab")[1].split("dependencies = [")[0]
             assert re.search(rf"^#.*\b{name.replace('-', '[-_]')}\b", comment, re.M), \
                 f"pyproject.toml's comment on Colab does not name {name}"
-    assert sorted(needs_newer) == ["diffusers", "huggingface-hub", "safetensors"]
+    assert set(needs_newer) <= {"diffusers", "huggingface-hub", "safetensors"}, needs_newer  # what diffusers 0.40 needs
 
 
 def test_install_check_fails_on_a_kernel_package_or_a_pip_error(tmp_path):
