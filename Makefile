@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # machine's disk when it is there (Python 3.11), else whatever pip resolves.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lab test-ipywidgets7 test-lowest bench venv clean
+.PHONY: demo test lab test-colab test-lowest bench venv clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,18 +28,19 @@ demo: venv
 test: venv
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
-# Colab ships ipywidgets 7.x: the widget and notebook tests again in a second environment with 7.7.
-VENV7 := .venv-ipywidgets7
-$(VENV7)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV7)
-	$(VENV7)/bin/python -m pip install -q --upgrade pip
-	$(VENV7)/bin/pip install -q "$(TORCH)" || $(VENV7)/bin/pip install -q torch
-	$(VENV7)/bin/pip install -q -e ".[dev]" "ipywidgets==7.7.*"
-	touch $@
+# Colab's runtime (.ci/colab/README.md): .venv-colab gets Colab's package versions (COLAB_CONSTRAINTS, from Colab's
+# published pip freeze; torch excepted: $(TORCH)), then t2v_nb installed over them as the notebooks' first cell does;
+# .ci/colab_env.sh fails if pip changed anything outside an allowed list (Colab's kernel pins IPython 7.34,
+# traitlets, ipykernel, ...) or printed an ERROR. Then the widget and notebook tests run there (ipywidgets 7.7.1).
+VENVCOLAB := .venv-colab
+COLAB_CONSTRAINTS := .ci/colab/constraints-2026-06.txt
+$(VENVCOLAB)/.installed: pyproject.toml .ci/colab_env.sh .ci/colab/check_install.py .ci/colab/runtime-packages.txt \
+		$(COLAB_CONSTRAINTS)
+	PYTHON=$(PYTHON) TORCH="$(TORCH)" COLAB_VENV=$(VENVCOLAB) COLAB_CONSTRAINTS=$(COLAB_CONSTRAINTS) bash .ci/colab_env.sh
 
-test-ipywidgets7: $(VENV7)/.installed
+test-colab: $(VENVCOLAB)/.installed
 	# The lessons' claims on the toys are checked once, by `make test`; here the notebooks run on the tiny model.
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENV7)/bin/python -m pytest -q tests/test_widgets.py tests/test_notebooks.py \
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENVCOLAB)/bin/python -m pytest -q tests/test_widgets.py tests/test_notebooks.py \
 		-k "not claims_hold and not flow_toy and not two_toys"
 
 # JupyterLab on notebooks/, from this folder's .venv (its kernel sees t2v_nb). Stop it with Ctrl-C.
@@ -73,4 +74,4 @@ bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench.py
 
 clean:
-	rm -rf $(VENV) $(VENV7) $(VENVLOW) outputs .pytest_cache
+	rm -rf $(VENV) $(VENVCOLAB) $(VENVLOW) outputs .pytest_cache

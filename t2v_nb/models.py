@@ -10,6 +10,7 @@ diffusers/transformers classes: no remote code ever runs. Weights load from safe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -238,7 +239,41 @@ def _component_class(family, slot: str, entry: tuple[str, str]) -> Any:
 def _load_part(cls, where: str, slot: str, *, local: bool, revision, variant, allow_pickle: bool, dtype,
                device=None):
     """One component from its subfolder of `where` (a local directory or a hub repository); with a CUDA
-    `device`, straight onto it, shard by shard (RAM holds one shard at a time, not the whole model)."""
+    `device`, straight onto it, shard by shard (RAM holds one shard at a time, not the whole model).
+    transformers' own progress bar ("Loading weights") stays off meanwhile (`_quiet_loading_bars`)."""
+    with _quiet_loading_bars():
+        return _load_part_now(cls, where, slot, local=local, revision=revision, variant=variant,
+                              allow_pickle=allow_pickle, dtype=dtype, device=device)
+
+
+@contextlib.contextmanager
+def _quiet_loading_bars():
+    """Turn transformers' progress bars off for the block, then back to what they were.
+
+    transformers draws one for every model it loads ("Loading weights 36/36"): noise in a learner's first
+    output. Its switch also turns off huggingface_hub's download bars, which a first load of a real model
+    needs (several GB): those are switched back on at once. t2v_nb's own bars are not transformers'.
+    """
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    if not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    downloads_shown = not hub_utils.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    if downloads_shown:
+        hub_utils.enable_progress_bars()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+        if not downloads_shown:
+            hub_utils.disable_progress_bars()
+
+
+def _load_part_now(cls, where: str, slot: str, *, local: bool, revision, variant, allow_pickle: bool, dtype,
+                   device=None):
     kwargs: dict[str, Any] = {"subfolder": slot} if slot else {}
     if not local:
         kwargs["revision"] = revision

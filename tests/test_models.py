@@ -128,3 +128,29 @@ def test_hub_loads_record_the_commit_they_resolved_to(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, revision=None: str(snap))
     index, commit = models._read_index("a/b", None, local=False)
     assert commit == "0123abcd" and index["unet"][1] == "UNet3DConditionModel"
+
+
+def test_load_keeps_transformers_progress_bars_quiet_and_restores_them(tmp_path, capfd):
+    """transformers draws a "Loading weights" bar per model it loads; inside load() it does not, and its switch is
+    back as it was afterwards (on, or off when the user turned it off). t2v_nb's own progress bar still shows."""
+    from huggingface_hub import utils as hub_utils
+    from transformers import CLIPTextModel
+    from transformers.utils import logging as hf_logging
+
+    d = save_dir(tmp_path)
+    was_on, hub_was_off = hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()
+    try:
+        hf_logging.enable_progress_bar()
+        CLIPTextModel.from_pretrained(str(d / "text_encoder"))
+        assert "Loading weights" in capfd.readouterr().err  # what load() would show without the switch
+        pipe = t2v_nb.load(str(d), device="cpu")
+        assert "Loading weights" not in capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled() and not hub_utils.are_progress_bars_disabled()
+        pipe.generate("a", seed=0, num_frames=2, height=16, width=16, num_inference_steps=2, progress=True)
+        assert "denoising" in capfd.readouterr().err
+        hf_logging.disable_progress_bar()
+        t2v_nb.load(str(d), device="cpu")
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        (hf_logging.enable_progress_bar if was_on else hf_logging.disable_progress_bar)()
+        (hub_utils.disable_progress_bars if hub_was_off else hub_utils.enable_progress_bars)()

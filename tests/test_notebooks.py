@@ -191,3 +191,36 @@ def test_two_toys_notebook_runs_and_its_claims_hold(kernel_dir, tmp_path, monkey
         if not os.path.isfile(os.path.join(toy_model_dir(name), "model_index.json")):
             pytest.skip(f"the {name} weights are not in {toy_model_dir(name)}")
     _execute(NOTEBOOK_DIR / "09_two_toys.ipynb", "toy-shapes", kernel_dir, tmp_path, monkeypatch)
+
+
+CPU_RUNTIME = {"09_two_toys.ipynb"}  # both bundled toys, always on the CPU: it asks Colab for no GPU
+
+
+def _install_lines(setup: str) -> str:
+    """The set-up cell's lines from `REPO = ...` to the end of its `except ImportError:` block, the `%pip`
+    line made plain Python that raises (what would have been installed is in the message)."""
+    lines = setup.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("REPO = "))
+    pip = next(i for i, line in enumerate(lines) if line.strip().startswith("%pip install"))
+    end = next(i for i, line in enumerate(lines) if i > pip and line.startswith("    import t2v_nb"))
+    block = "\n".join(lines[start:end + 1])
+    return block.replace('%pip install -q "git+{REPO}"', 'raise RuntimeError(f"pip install git+{REPO}")')
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_setup_cell_installs_from_repo_and_colab_gets_the_right_runtime(path, monkeypatch):
+    """One REPO in every set-up cell; while it still says OWNER the cell says what to do instead of running a pip
+    line that fails; Colab's metadata asks for a T4 GPU (a CPU for 09), and the intro says how to switch."""
+    nb = nbformat.read(path, as_version=4)
+    setup = next(c for c in nb.cells if c.cell_type == "code").source
+    assert setup.count("github.com/") == 1 and '%pip install -q "git+{REPO}"' in setup, path.name
+    monkeypatch.setitem(sys.modules, "t2v_nb", None)  # `import t2v_nb` fails, as on a fresh Colab runtime
+    with pytest.raises(ImportError, match="REPO .* still says OWNER"):
+        exec(_install_lines(setup), {})
+    with pytest.raises(RuntimeError, match="pip install git\\+https://github.com/someone/t2v_nb"):
+        exec(_install_lines(setup).replace("/OWNER/", "/someone/", 1), {})
+    assert "Runtime → Change runtime type" in nb.cells[0].source, f"{path.name}: say how to switch runtime"
+    if path.name in CPU_RUNTIME:
+        assert "accelerator" not in nb.metadata and "gpuType" not in nb.metadata["colab"]
+    else:
+        assert nb.metadata["accelerator"] == "GPU" and nb.metadata["colab"]["gpuType"] == "T4", path.name

@@ -89,3 +89,92 @@ def test_every_bundled_model_file_is_package_data():
              for p in (package / d).rglob("*") if p.is_file()]
     missing = [f for f in files if not any(fnmatch.fnmatch(f, pat) and f.count("/") == pat.count("/") for pat in patterns)]
     assert files and not missing, missing
+
+
+def _script(name: str):
+    """A module of .ci/colab/ (not a package), loaded from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / ".ci" / "colab" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _colab_versions() -> dict[str, str]:
+    """{name: version} of Colab's runtime: the constraints file the Makefile's test-colab uses (torch: Colab's own)."""
+    path = re.search(r"^COLAB_CONSTRAINTS := (\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    versions = {}
+    for line in (ROOT / path).read_text().splitlines():
+        match = re.match(r"([A-Za-z0-9._-]+)==(\S+)(?:\s+# Colab: (\S+))?", line)
+        if match:
+            versions[_name(match.group(1))] = match.group(3) or match.group(2)
+    return versions
+
+
+def test_every_floor_is_met_by_colab_or_allowed_to_upgrade_there():
+    """Installing t2v_nb on Colab upgrades only what it must: each dependency's bounds hold for Colab's version,
+    or the package is on the install check's allowed list (and pyproject.toml says why)."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    text = (ROOT / "pyproject.toml").read_text()
+    colab = _colab_versions()
+    allowed = _script("check_install").ALLOWED
+    assert colab["ipython"] == "7.34.0" and colab["torch"].startswith("2.11")  # the file read is Colab's
+    needs_newer = []
+    for req in tomllib.loads(text)["project"]["dependencies"]:
+        name = _name(req)
+        if name not in colab:  # not on Colab (mediapy): the install adds it, nothing pins it there
+            continue
+        if Version(colab[name].split("+")[0]) not in SpecifierSet(req[len(name):].replace(" ", "")):
+            needs_newer.append(name)
+            assert name in allowed, f"{req}: Colab has {colab[name]}; allow it in check_install.py or lower the floor"
+            comment = text.split("On Colab")[1].split("dependencies = [")[0]
+            assert re.search(rf"^#.*\b{name.replace('-', '[-_]')}\b", comment, re.M), \
+                f"pyproject.toml's comment on Colab does not name {name}"
+    assert set(needs_newer) <= {"diffusers", "huggingface-hub", "safetensors"}, needs_newer  # what diffusers 0.40 needs
+
+
+def test_install_check_fails_on_a_kernel_package_or_a_pip_error(tmp_path):
+    import subprocess
+    import sys
+
+    def check(before, after, pip_output=""):
+        for name, lines in (("before", before), ("after", after), ("pip", [pip_output])):
+            (tmp_path / name).write_text("\n".join(lines) + "\n")
+        return subprocess.run([sys.executable, str(ROOT / ".ci" / "colab" / "check_install.py"), str(tmp_path / "before"),
+                               str(tmp_path / "after"), str(tmp_path / "pip")], capture_output=True, text=True)
+
+    colab = ["ipython==7.34.0", "traitlets==5.7.1", "diffusers==0.37.1", "huggingface_hub==1.17.0"]
+    ok = check(colab, ["ipython==7.34.0", "traitlets==5.7.1", "diffusers==0.42.1", "huggingface_hub==1.30.0",
+                       "mediapy==1.2.4", "t2v_nb @ git+file:///src@abc"])
+    assert ok.returncode == 0, ok.stdout
+    assert "added     mediapy 1.2.4" in ok.stdout and "changed   diffusers 0.37.1 -> 0.42.1" in ok.stdout
+    moved = check(colab, ["ipython==9.18.1", "traitlets==5.16.1", "diffusers==0.42.1", "huggingface_hub==1.17.0"])
+    assert moved.returncode == 1
+    assert "ipython 7.34.0 -> 9.18.1 (Colab's kernel pins it)" in moved.stdout and "traitlets" in moved.stdout
+    conflict = ("ERROR: pip's dependency resolver does not currently take into account all the packages that are "
+                "installed. This behaviour is the source of the following dependency conflicts.\n"
+                "google-colab 1.0.0 requires ipython==7.34.0, but you have ipython 9.18.1 which is incompatible.")
+    failed = check(colab, colab, conflict)
+    assert failed.returncode == 1 and "pip printed: google-colab 1.0.0 requires ipython==7.34.0" in failed.stdout
+
+
+def test_colab_constraints_come_from_a_freeze_with_our_torch():
+    freeze = ["# a comment", "torch==2.11.0+cu128", "torchvision==0.26.0+cu128", "ipython==7.34.0",
+              "google-colab @ file:///colabtools/dist/google_colab-1.0.0.tar.gz", "setuptools==75.2.0"]
+    pins, urls, cuda = _script("freeze_to_constraints").convert(freeze, "2.13.0", unpin=["setuptools"])
+    assert pins == ["torch==2.13.0  # Colab: 2.11.0+cu128", "ipython==7.34.0"]
+    assert urls == ["google-colab"] and cuda == ["torchvision==0.26.0+cu128"]
+    header = (ROOT / re.search(r"^COLAB_CONSTRAINTS := (\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)).read_text()
+    assert "googlecolab/backend-info" in header and re.search(r"commit [0-9a-f]{40}", header)
+
+
+def test_make_test_colab_replaces_the_ipywidgets7_job():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test-colab: \$\(VENVCOLAB\)/.installed\n(\t.*\n)*\t.*pytest .*tests/test_widgets.py tests/test_notebooks.py",
+                     makefile, re.M)
+    assert "bash .ci/colab_env.sh" in makefile and "test-ipywidgets7" not in makefile
+    run = (ROOT / ".ci" / "run").read_text()
+    assert "make test-colab" in run and "make test-ipywidgets7" not in run
