@@ -109,9 +109,11 @@ class Family:
         return int(sample) * self.spatial_factor, int(sample) * self.spatial_factor
 
     def default_settings(self) -> dict:
-        """Defaults for `start()` this kind of model needs on top of the pipeline's (num_frames, steps, guidance,
-        fps) when no preset gives them, e.g. a frame count its VAE can take. Default: none."""
-        return {}
+        """`start()`'s defaults when neither a preset nor the model directory gives them: all of height, width,
+        num_frames, num_inference_steps, guidance_scale and fps (the pipeline refuses a family that leaves one
+        out). Here only the size (`default_size`); each family adds the rest, as its model card gives them."""
+        height, width = self.default_size()
+        return {"height": height, "width": width}
 
     @property
     def max_frames(self) -> int | None:
@@ -184,6 +186,17 @@ class Family:
         return token in set(self.pipe.tokenizer.all_special_tokens)
 
     # ------------------------------------------------------------------ stage 2: latents and the model
+
+    def set_timesteps(self, scheduler, num_inference_steps: int, latent_shape: tuple, device) -> None:
+        """Set the run's scheduler to `num_inference_steps` steps, as the family's pipeline does it. `latent_shape`
+        is (C, F', h, w): a schedule may depend on the size (LTX-Video shifts its sigmas by `mu`, a function of
+        the token count, and passes its own `sigmas`). Default: `scheduler.set_timesteps(n, device=device)`."""
+        scheduler.set_timesteps(num_inference_steps, device=device)
+
+    def guide(self, uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+        """Classifier-free guidance: the two branches' outputs [B, C, F', h, w] -> the one the scheduler gets.
+        Default (every family so far): uncond + scale * (cond - uncond)."""
+        return uncond + scale * (cond - uncond)
 
     def latent_dtype(self) -> torch.dtype:
         """The dtype the latents are kept in between steps (ModelScope: the model's; Wan: float32)."""
@@ -262,9 +275,11 @@ class Family:
         z = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor  # [B*F, C, h, w]
         return z.unflatten(0, (B, F)).permute(0, 2, 1, 3, 4).to(self.latent_dtype())  # [B, C, F, h, w]
 
-    def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """[B, C, F, h, w] latents -> float32 [B, F, H, W, 3] in [0, 1]: frame by frame with the 2-D VAE,
-        `chunk_size` frames at a time (all at once by default; one at a time after a GPU out-of-memory error)."""
+        `chunk_size` frames at a time (all at once by default; one at a time after a GPU out-of-memory error).
+        `generator` is for decoders that draw noise (LTX-Video); this one does not."""
         vae = self.pipe.vae
         B, C, F, h, w = latents.shape
         index = list(range(F)) if frames is None else [int(f) for f in frames]
@@ -281,6 +296,11 @@ class Family:
             images = torch.cat([vae.decode(z[k : k + 1]).sample for k in range(len(z))])
         images = images.reshape(B, len(index), *images.shape[1:]).float()  # [B, F, 3, H, W] in [-1, 1]
         return (images / 2 + 0.5).clamp(0, 1).permute(0, 1, 3, 4, 2)  # [B, F, H, W, 3]
+
+    def decode_settings(self) -> dict:
+        """The decoder's own settings a run's record should show ({} when it has none; LTX-Video: its decode
+        timestep and decode noise scale)."""
+        return {}
 
     # ------------------------------------------------------------------ attention
 

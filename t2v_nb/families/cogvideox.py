@@ -91,8 +91,8 @@ class CogVideoXFamily(Family):
 
     def default_settings(self) -> dict:
         # the model card's: 49 frames (13 latent frames, the transformer's sample_frames), 50 steps, guidance 6, 8 fps
-        return {"num_frames": int(self.denoiser.config.get("sample_frames") or 49), "num_inference_steps": 50,
-                "guidance_scale": 6.0, "fps": 8.0}
+        return {**super().default_settings(), "num_frames": int(self.denoiser.config.get("sample_frames") or 49),
+                "num_inference_steps": 50, "guidance_scale": 6.0, "fps": 8.0}
 
     def check_size(self, num_frames: int, height: int, width: int) -> None:
         k = self.temporal_factor
@@ -205,7 +205,8 @@ class CogVideoXFamily(Family):
         pixels = self._pixels(video).permute(0, 4, 1, 2, 3).to(vae.device, vae.dtype) * 2 - 1  # [B, 3, F, H, W]
         return (vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor).to(self.latent_dtype())
 
-    def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """[B, C, F', h, w] -> float32 [B, F, H, W, 3] in [0, 1], F = 4(F' - 1) + 1. The causal 3-D VAE decodes
         the whole clip (it carries state from frame to frame; internally 2 latent frames at a time); `frames`
         then picks video frames. `chunk_size` is not used. After a GPU out-of-memory error it retries with

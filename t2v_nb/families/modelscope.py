@@ -18,6 +18,8 @@ __all__ = ["ModelScopeFamily"]
 CLIP_TOKENIZERS = {("transformers", "CLIPTokenizer"), ("transformers", "CLIPTokenizerFast")}
 CLIP_TEXT = {("transformers", "CLIPTextModel")}
 SD_VAE = {("diffusers", "AutoencoderKL")}
+# ModelScope's settings (16 frames at 8 fps, 25 steps, guidance 9), also AnimateDiff's until it has its own
+UNET_SETTINGS = {"num_frames": 16, "num_inference_steps": 25, "guidance_scale": 9.0, "fps": 8.0}
 
 
 class ModelScopeFamily(Family):
@@ -26,6 +28,9 @@ class ModelScopeFamily(Family):
     slots = {"tokenizer": CLIP_TOKENIZERS, "text_encoder": CLIP_TEXT,
              "unet": {("diffusers", "UNet3DConditionModel")}, "vae": SD_VAE}
     temporal_transformer_types = ("TransformerTemporalModel",)
+
+    def default_settings(self) -> dict:
+        return {**super().default_settings(), **UNET_SETTINGS}
 
     def to_scheduler(self, x: torch.Tensor) -> torch.Tensor:
         B, C, F, h, w = x.shape

@@ -229,7 +229,8 @@ class WanFamily(Family):
         return (torch.tensor(config.latents_mean).view(shape).to(like),
                 torch.tensor(config.latents_std).view(shape).to(like))
 
-    def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """[B, 16, F', h, w] normalized latents -> float32 [B, F, H, W, 3] in [0, 1], F = 4 (F' - 1) + 1.
 
         The whole clip in one causal decode (`chunk_size` does not apply; on a GPU out-of-memory error it
