@@ -471,8 +471,8 @@ class Run:
         # 3. The scheduler, once, in the layout the family's pipeline gives it.
         if self._step_params is None:
             self._step_params = _sched.step_parameters(self.scheduler)
-        prev, x0 = _sched.step(self.scheduler, fam.to_scheduler(noise_pred), t, fam.to_scheduler(latents), i,
-                               self._step_params, generator=self.generator, eta=self.params["eta"])
+        prev, x0 = fam.scheduler_step(self.scheduler, fam.to_scheduler(noise_pred), t, fam.to_scheduler(latents), i,
+                                      self._step_params, generator=self.generator, eta=self.params["eta"])
         x0 = self.emit("step.pred_x0", fam.from_scheduler(x0, latents), i, ti)
         nxt = fam.after_step(fam.from_scheduler(prev, latents), self.text)
         nxt = self.emit("step.next_latents", nxt, i, ti)

@@ -53,6 +53,8 @@ class Family:
     temporal_factor = 1  # video frames per latent frame
     # Transformers whose attention runs over frames, not pixels (diffusers class names).
     temporal_transformer_types: tuple[str, ...] = ()
+    # short scheduler names this family adds to `t2v_nb.schedulers.SCHEDULERS`: name -> (diffusers class, config)
+    schedulers: dict[str, tuple[str, dict]] = {}
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -231,6 +233,14 @@ class Family:
     def after_step(self, next_latents: torch.Tensor, text) -> torch.Tensor:
         """x_{t-1} as the family's pipeline keeps it between steps (default: as the scheduler returns it)."""
         return next_latents
+
+    def scheduler_step(self, scheduler, model_output: torch.Tensor, t, sample: torch.Tensor, i: int,
+                       params: set[str], *, generator=None, eta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """One `scheduler.step`, called exactly once -> (x_{t-1}, predicted x0), both in the scheduler's layout.
+        `params` are the keyword names `scheduler.step` takes. Default: `t2v_nb.schedulers.step`."""
+        from ..schedulers import step
+
+        return step(scheduler, model_output, t, sample, i, params, generator=generator, eta=eta)
 
     def to_scheduler(self, x: torch.Tensor) -> torch.Tensor:
         """The layout in which the family's pipeline hands latents to `scheduler.step` (default: as is)."""

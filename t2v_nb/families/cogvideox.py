@@ -52,6 +52,8 @@ class CogVideoXFamily(Family):
              "transformer": {("diffusers", "CogVideoXTransformer3DModel")},
              "vae": {("diffusers", "AutoencoderKLCogVideoX")}}
     denoiser_slot = "transformer"
+    schedulers = {"cogvideox-ddim": ("CogVideoXDDIMScheduler", {}),  # v-prediction with CogVideoX's SNR shift
+                  "cogvideox-dpm": ("CogVideoXDPMScheduler", {})}
 
     def __init__(self, pipe):
         super().__init__(pipe)
@@ -186,6 +188,19 @@ class CogVideoXFamily(Family):
         out = self.denoiser(hidden_states=z, encoder_hidden_states=embeddings, timestep=timestep,
                             image_rotary_emb=self.rotary_embedding(h, w, F, z.device), return_dict=False)[0]
         return out.float().permute(0, 2, 1, 3, 4)
+
+    def scheduler_step(self, scheduler, model_output, t, sample, i, params, *, generator=None, eta=0.0):
+        """CogVideoX's DPM scheduler takes its previous x0 and the previous timestep too (as the pipeline calls it);
+        the previous x0 is kept on the run's own scheduler, so `save_state` / `restore_state` cover it."""
+        if "old_pred_original_sample" not in params:
+            return super().scheduler_step(scheduler, model_output, t, sample, i, params, generator=generator, eta=eta)
+        from ..schedulers import step_kwargs
+
+        back = scheduler.timesteps[i - 1] if i > 0 else None
+        prev, x0 = scheduler.step(model_output, getattr(scheduler, "t2v_nb_old_x0", None), t, back, sample,
+                                  return_dict=False, **step_kwargs(params, generator, eta))
+        scheduler.t2v_nb_old_x0 = x0
+        return prev, x0
 
     def after_step(self, next_latents: torch.Tensor, text) -> torch.Tensor:
         return next_latents.to(text.embeddings.dtype)  # the pipeline keeps latents in the embeddings' dtype
