@@ -59,7 +59,7 @@ from .hooks import check_name
 
 __all__ = ["attention_points", "attention_layers", "capture", "word_maps", "temporal_matrix", "UNetObserver"]
 
-_CHUNK = 2**24  # most per-head scores computed at once, to bound the memory of one layer's maps
+from .families.base import ATTENTION_CHUNK as _CHUNK  # most per-head scores computed at once
 
 
 def attention_points(pipe) -> list[str]:
@@ -222,9 +222,11 @@ def capture(run, i: int, t: int, names: Sequence[str]) -> Iterator[Any]:
         for name in names:
             if name not in known:
                 check_name(name, known)  # raises, with the closest names
-            kind, path = name.split(".", 2)[1:]
-            attn = pipe.denoiser.get_submodule(path)
-            observer = pipe.family.attention_observer(kind, name, attn, run)
+        layers = [(*name.split(".", 2)[1:], name) for name in names]  # (kind, path, name)
+        modules = [pipe.denoiser.get_submodule(path) for _, path, _ in layers]
+        observers = pipe.family.attention_observers(
+            [(kind, name, attn) for (kind, _, name), attn in zip(layers, modules)], run)
+        for (_, _, name), attn, observer in zip(layers, modules, observers):
             installed.append((attn, attn.processor))
             attn.set_processor(_Wrapper(attn.processor, name, observer, state))
         yield state.branch

@@ -377,8 +377,18 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
 
 
 def _extra_classes(extra: dict) -> dict[str, str]:
-    """{slot: class} of a preset's extra components, for finding the family (AnimateDiff: MotionAdapter)."""
-    return {slot: "MotionAdapter" for slot in extra if slot == "motion_adapter"}
+    """{slot: class} of a preset's extra components, for finding the family: the class a family's optional slot
+    of that name takes (AnimateDiff's `motion_adapter`: MotionAdapter)."""
+    from .families import FAMILIES, family_named
+
+    found = {}
+    for slot in extra:
+        for name in FAMILIES:
+            allowed = family_named(name).optional_slots.get(slot)
+            if allowed:
+                found[slot] = min(cls for _, cls in allowed)
+                break
+    return found
 
 
 def _load_parts(family, where: str, classes: dict, skip=(), **how) -> dict[str, Any]:

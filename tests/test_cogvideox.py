@@ -79,8 +79,8 @@ def test_cogvideox_1_5_is_refused_with_a_clear_message():
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(num_frames=8), r"4k \+ 1.*got 8; try num_frames=5 or 9"),
-    (dict(num_frames=10), r"try num_frames=9 or 13"),
+    (dict(num_frames=8), r"4k \+ 1.*got 8; try num_frames=5 or num_frames=9"),
+    (dict(num_frames=10), r"try num_frames=9 or num_frames=13"),
     (dict(num_frames=0), r"got 0"),
     (dict(height=20), r"multiples of 8.*height is 20; try height=16 or 24"),
     (dict(width=12), r"multiples of 8.*width is 12; try width=8 or 16"),

@@ -20,7 +20,11 @@ from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 
-__all__ = ["Family", "TokenizedText", "nearest_multiple"]
+__all__ = ["Family", "TokenizedText", "nearest_multiple", "ATTENTION_CHUNK"]
+
+# The most float32 attention scores (rows x heads x keys) an observer computes at once: bounds the extra memory
+# of measuring one layer (64 MiB), whatever the video size.
+ATTENTION_CHUNK = 2**24
 
 Branch = Callable[[str], ContextManager]  # branch("text" | "uncond" | "both") marks a model call for attention capture
 
@@ -328,8 +332,15 @@ class Family:
                 yield "cross", path, module  # a spatial transformer's attn2: pixels x tokens
             # spatial self-attention (pixels x pixels) is not a hook point
 
+    def attention_observers(self, layers: list[tuple[str, str, Any]], run) -> list:
+        """One observer per (kind, hook name, module) in `layers`, for one step of `run` (made anew each step, so
+        observers of the same step may share what they compute, as CogVideoX's two views of one layer do).
+        Default: `attention_observer` for each."""
+        return [self.attention_observer(kind, name, module, run) for kind, name, module in layers]
+
     def attention_observer(self, kind: str, name: str, module, run):
-        """A callable(module, hidden_states, *args, **kwargs) -> map, measuring one layer's attention."""
+        """An object whose `measure(attn, hidden_states, args, kwargs, half)` returns one layer's map for the
+        hook point `name` (`half`: keep the prompt's half of a batched [uncond, text] call)."""
         from ..attention import UNetObserver
 
         return UNetObserver(kind, name, run)
