@@ -341,7 +341,7 @@ class Family:
     def attention_observer(self, kind: str, name: str, module, run):
         """An object whose `measure(attn, hidden_states, args, kwargs, half)` returns one layer's map for the
         hook point `name` (`half`: keep the prompt's half of a batched [uncond, text] call)."""
-        from ..attention import UNetObserver
+        from .unet import UNetObserver
 
         return UNetObserver(kind, name, run)
 

@@ -415,9 +415,7 @@ def fit_preview(vae, latents: torch.Tensor, source: str = ""):
     later one; each latent frame is matched with the mean of its video frames, pooled to the latent grid,
     and least squares finds the [C, 3] matrix and bias.
     """
-    import numpy as np
-
-    from ..preview import LinearPreview
+    from ..preview import least_squares
 
     N, C, F, h, w = latents.shape
     k = int(vae.config.temporal_compression_ratio)
@@ -428,6 +426,4 @@ def fit_preview(vae, latents: torch.Tensor, source: str = ""):
     colours = torch.nn.functional.adaptive_avg_pool3d(per_latent, (F, h, w))  # [N, 3, F', h, w]
     X = latents.float().cpu().permute(0, 2, 3, 4, 1).reshape(-1, C).numpy()  # [P, C]
     Y = colours.permute(0, 2, 3, 4, 1).reshape(-1, 3).numpy()  # [P, 3]
-    X1 = np.concatenate([X, np.ones((len(X), 1), np.float32)], axis=1)
-    sol, *_ = np.linalg.lstsq(X1, Y, rcond=None)  # [C + 1, 3]
-    return LinearPreview(sol[:C].astype(np.float32), sol[C].astype(np.float32), source)
+    return least_squares(X, Y, source)
