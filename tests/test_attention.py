@@ -8,7 +8,6 @@ import torch
 
 from conftest import SMALL, tiny_pipe
 
-from t2v_nb import attention
 from t2v_nb.families import unet
 from t2v_nb.attention import attention_layers, attention_points, capture, temporal_matrix, word_maps
 

@@ -1,26 +1,75 @@
 """`Family`: the seam between the one denoising loop and what each kind of model does its own way.
 
+The contract. The loop (`t2v_nb.pipeline`) holds no fact about any model; it asks the family, in this order:
+
+    components    `slots` / `optional_slots` (slot -> allowed (library, class)), `accepts`, `prepare`,
+                  `denoiser_slot` ("unet" or "transformer"); `StepwisePipeline(unet=... | transformer=...)`
+    defaults      `default_settings()`: all of height, width, num_frames, num_inference_steps,
+                  guidance_scale, fps (a preset or model directory overrides them)
+    inputs        `check_size` (ValueErrors that name the nearest valid values), `max_frames`
+    text          `clean_prompt`, `text_length`, `tokenize` -> `TokenizedText`, `encode(ids, mask)`
+    token display `word(token)`: what a learner reads ("red</w>", "\u2581red" -> "red", via `split_token`,
+                  which `t2v_nb.viz` shows too), `is_special`
+    schedulers    `schedulers`: short names it adds; `set_timesteps(scheduler, n, latent_shape, device)`:
+                  how the schedule is set, e.g. with the pipeline's own `sigmas` and a size-dependent
+                  shift `mu` (LTX-Video); `scheduler_step`: one `scheduler.step` -> (x_{t-1}, x0)
+    latents       `latent_shape`, `latent_dtype`, `initial_noise` (in the diffusers pipeline's draw order),
+                  `to_scheduler` / `from_scheduler` (the layout the scheduler sees), `after_step`
+    one step      `predict(...)` -> (uncond or None, text) in [B, C, F', h, w] (batched or not, marking
+                  each model call with `branch(...)` for attention capture); `guide(uncond, text, g)`:
+                  how the branches combine (default uncond + g (text - uncond))
+    decoding      `decode(latents, frames, chunk_size, generator)` -> [B, F, H, W, 3] in [0, 1]
+                  (`generator`: the run's, for a decoder that draws noise), `decode_settings()` for the
+                  run's record, `encode_video`, `decoded_frames`, `latent_index`
+    attention     `attention_modules()` -> (kind, path, module), `attention_resolution`,
+                  `attention_observers(layers, run)` / `attention_observer(...)`: objects whose
+                  `measure(attn, x, args, kwargs, half)` reads one layer's map in bounded memory
+                  (`ATTENTION_CHUNK` scores at a time)
+    previews      `default_preview()`: linear latent -> RGB factors for this VAE (a cited reference), or
+                  None; fits go through `t2v_nb.preview.least_squares`
+
 The defaults here are those of a latent video UNet in the Stable Diffusion line (ModelScope,
 AnimateDiff): a CLIP tokenizer and text encoder (77 tokens, no attention mask), latents
 [B, C, F, h, w] with no temporal compression, one batched model call for both guidance branches
 ([uncond, text]), a 2-D VAE that decodes frame by frame after dividing by `scaling_factor`, and
-attention layers found by walking the UNet's attention processors. A family for another kind of
-model overrides what differs (see `t2v_nb.families.wan` for a diffusion transformer).
+attention layers found by walking the UNet's attention processors (`t2v_nb.families.unet`). A family
+for another kind of model overrides what differs: read one family module next to this one (`wan` for a
+diffusion transformer with cross-attention, `ltx` for one with packed tokens and a denoising decoder);
+`t2v_nb.families.causal` has what causal video VAEs share.
 
 Every method works on the pipeline's components (`self.pipe.tokenizer`, `self.denoiser`, ...); none
-keeps per-run state, so one family object serves every run of its pipeline.
+keeps per-run state (caches that depend only on sizes are fine), so one family object serves every run
+of its pipeline. What a run must carry lives on the run's own scheduler or in the step's observers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import warnings
 from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 
-__all__ = ["Family", "TokenizedText", "nearest_multiple", "ATTENTION_CHUNK"]
+__all__ = ["Family", "TokenizedText", "nearest_multiple", "split_token", "ATTENTION_CHUNK"]
+
+# How the tokenizers of the families mark words (one place: `Family.word` and the token tables of `t2v_nb.viz`)
+WORD_END = "</w>"  # CLIP's BPE: "red</w>" ends a word
+WORD_START = "\u2581"  # SentencePiece (T5, UMT5): "\u2581red" starts a word
+# the tokenizers' markers, told from their text alone: CLIP's <|startoftext|>, T5's </s> and <pad>, BERT's [CLS]
+SPECIAL_TOKEN = re.compile(r"^<\|.*\|>$|^<(s|/s|pad|bos|eos)>$|^\[(CLS|SEP|PAD)\]$")
+
+
+def split_token(token: str) -> tuple[str, str]:
+    """(the word part, "end" | "start" | "") of a token: "red</w>" -> ("red", "end") (CLIP), "\u2581red" ->
+    ("red", "start") (T5), "ed" -> ("ed", ""). A lone marker is a word of its own: "\u2581" -> ("\u2581", "")."""
+    if token.endswith(WORD_END) and len(token) > len(WORD_END):
+        return token[: -len(WORD_END)], "end"
+    if token.startswith(WORD_START) and len(token) > len(WORD_START):
+        return token[len(WORD_START):], "start"
+    return token, ""
+
 
 # The most float32 attention scores (rows x heads x keys) an observer computes at once: bounds the extra memory
 # of measuring one layer (64 MiB), whatever the video size.
@@ -185,8 +234,8 @@ class Family:
         return self.pipe.text_encoder(ids)[0]
 
     def word(self, token: str) -> str:
-        """A token as a learner reads it: CLIP's word end "red</w>" -> "red"."""
-        return token.removesuffix("</w>")
+        """A token as a learner reads it: CLIP's word end "red</w>" -> "red", T5's word start "\u2581red" -> "red"."""
+        return split_token(token)[0]
 
     def is_special(self, token: str) -> bool:
         return token in set(self.pipe.tokenizer.all_special_tokens)

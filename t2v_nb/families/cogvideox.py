@@ -118,9 +118,6 @@ class CogVideoXFamily(CausalFrames, Family):
     def text_length(self) -> int:
         return int(self.denoiser.config.max_text_seq_length)  # 226 on CogVideoX; the pipeline pads to it
 
-    def word(self, token: str) -> str:
-        return token.removeprefix("\u2581") or token  # T5's word start "\u2581red" -> "red"
-
     # ------------------------------------------------------------------ latents and the model
 
     def initial_noise(self, shape: tuple, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:

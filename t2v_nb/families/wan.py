@@ -167,10 +167,6 @@ class WanFamily(CausalFrames, Family):
         rows = [torch.cat([e[:k], e.new_zeros(out.shape[1] - k, out.shape[2])]) for e, k in zip(out, n.tolist())]
         return torch.stack(rows)  # [B, L, D], rows k.. are exactly 0
 
-    def word(self, token: str) -> str:
-        """A T5 word piece as a word: "\u2581red" (\u2581 marks a word start) -> "red"."""
-        return token[1:] if token.startswith("\u2581") and len(token) > 1 else token
-
     # ------------------------------------------------------------------ the model
 
     def latent_dtype(self) -> torch.dtype:
