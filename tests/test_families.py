@@ -15,7 +15,7 @@ import torch
 
 from t2v_nb.attention import attention_layers
 
-FAMILY_MODULES = ["tiny_modelscope", "tiny_toy", "tiny_animatediff", "tiny_wan", "tiny_cogvideox"]
+FAMILY_MODULES = ["tiny_modelscope", "tiny_toy", "tiny_animatediff", "tiny_wan", "tiny_cogvideox", "tiny_ltx"]
 PROMPT = "a red circle moving right"
 
 

@@ -39,6 +39,7 @@ FAMILIES: dict[str, str] = {
     "animatediff": "t2v_nb.families.animatediff:AnimateDiffFamily",
     "cogvideox": "t2v_nb.families.cogvideox:CogVideoXFamily",
     "wan": "t2v_nb.families.wan:WanFamily",
+    "ltx": "t2v_nb.families.ltx:LTXFamily",
 }
 
 
