@@ -69,6 +69,10 @@ class LTXFamily(CausalFrames, Family):
              "vae": {("diffusers", "AutoencoderKLLTXVideo")}}
     denoiser_slot = "transformer"
 
+    def __init__(self, pipe):
+        super().__init__(pipe)
+        self._mask_cache: dict[tuple, torch.Tensor] = {}  # (prompt, negative prompt, ...) -> masks: text-only
+
     @classmethod
     def prepare(cls, parts: dict[str, Any]) -> dict[str, Any]:
         config = parts["transformer"].config
@@ -118,12 +122,15 @@ class LTXFamily(CausalFrames, Family):
         return self.pipe.text_encoder(ids)[0]
 
     def _masks(self, text, guided: bool) -> torch.Tensor:
-        """The attention masks [B', L] of the model call's text rows ([negative, prompt] when guided)."""
-        mask = text.mask
-        if guided:
-            negative = self.tokenize(self.clean_prompt(text.negative_prompt)).mask
-            mask = torch.cat([negative, mask])
-        return mask.to(self.pipe.device)
+        """The attention masks [B', L] of the model call's text rows ([negative, prompt] when guided). The negative
+        prompt's is not in `text`: it is tokenized again, once per prompt pair (cached: it depends on the text only)."""
+        key = (text.prompt, text.negative_prompt, guided, self.text_length, str(self.pipe.device))
+        if key not in self._mask_cache:
+            mask = text.mask
+            if guided:
+                mask = torch.cat([self.tokenize(self.clean_prompt(text.negative_prompt)).mask, mask])
+            self._mask_cache = {key: mask.to(self.pipe.device).bool()}  # the last pair only
+        return self._mask_cache[key]
 
     # ------------------------------------------------------------------ schedule and the model
 
@@ -162,14 +169,14 @@ class LTXFamily(CausalFrames, Family):
 
     def call_model(self, x: torch.Tensor, t, embeddings: torch.Tensor, mask: torch.Tensor | None = None):
         """One transformer call: [B', C, F', h, w] latents (packed to tokens here) -> float32 [B', C, F', h, w].
-        `mask` [B', L]: 1 for the text's tokens (default: every position)."""
+        `mask` [B', L] bool: True for the text's tokens (default: every position)."""
         B, _, F, h, w = x.shape
         if mask is None:
-            mask = torch.ones(embeddings.shape[:2], dtype=torch.long, device=x.device)
+            mask = torch.ones(embeddings.shape[:2], dtype=torch.bool, device=x.device)
         timestep = torch.as_tensor(t, device=x.device).expand(B)
         rope_scale = (self.temporal_factor / float(self.pipe.defaults["fps"]), self.spatial_factor, self.spatial_factor)
         out = self.denoiser(hidden_states=pack(x), encoder_hidden_states=embeddings, timestep=timestep,
-                            encoder_attention_mask=mask.bool(), num_frames=F, height=h, width=w,
+                            encoder_attention_mask=mask, num_frames=F, height=h, width=w,
                             rope_interpolation_scale=rope_scale, return_dict=False)[0]  # [B', N, C]
         return unpack(out.float(), x.shape)
 
