@@ -142,3 +142,29 @@ def test_ltxv_preview_is_comfyui_s_factors_mapped_to_0_1():
 def test_bad_sizes_name_the_nearest_valid_values(pipe, kw, message):
     with pytest.raises(ValueError, match=message):
         pipe.check_inputs(prompt="a", **dict(tiny_ltx.SMALL, **kw))
+
+
+def test_attention_maps_equal_the_softmax_of_diffusers_own_queries_and_keys(pipe, monkeypatch):
+    """The observers' maps against softmax(q k^T / sqrt(d) + mask) of the q, k that LTX's processor itself hands to
+    the attention function (normed, RoPE applied), averaged over heads, the prompt's half of the batch."""
+    from diffusers.models.transformers import transformer_ltx
+
+    seen, real = [], transformer_ltx.dispatch_attention_fn
+
+    def spy(query, key, value, attn_mask=None, **kw):  # query, key [B, S, heads, d]
+        q, k = query.float().transpose(1, 2), key.float().transpose(1, 2)
+        scores = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5 + (0 if attn_mask is None else attn_mask.float())
+        seen.append(scores.softmax(-1).mean(1)[1:])  # [1, S, Lk]: the prompt's row of [uncond, text]
+        return real(query, key, value, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(transformer_ltx, "dispatch_attention_fn", spy)
+    run = pipe.start(PROMPT, seed=0, record="all", guidance_scale=4.0, **tiny_ltx.SMALL)
+    run.step()
+    F, h, w = run.latents.shape[2:]
+    for k in range(2):  # per block: attn1, then attn2
+        self_attn, cross = seen[2 * k], seen[2 * k + 1]
+        temporal = self_attn.view(1, F, h * w, F, h * w).sum(-1).mean(2)  # [1, F', F']
+        torch.testing.assert_close(run.trace[f"attn.temporal.transformer_blocks.{k}.attn1"][0], temporal,
+                                   atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(run.trace[f"attn.cross.transformer_blocks.{k}.attn2"][0],
+                                   cross.view(1, F, h, w, -1), atol=1e-6, rtol=1e-5)
