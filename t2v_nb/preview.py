@@ -134,8 +134,9 @@ def linear_preview(run, name: str = "step.pred_x0", step: int | None = None) -> 
     """
     factors = run.pipe.preview
     if factors is None:
-        raise ValueError("This model has no linear preview factors: fit them with "
-                         "t2v_nb.preview.fit_linear_preview(pipe.vae, latents) and set pipe.preview.")
+        raise ValueError("This model has no linear preview factors: fit them with pipe.preview = "
+                         "pipe.family.fit_preview(latents) (the loop's latents, e.g. run.latents), or for a 2-D VAE "
+                         "with t2v_nb.preview.fit_linear_preview(pipe.vae, latents).")
     latents = run.trace[name] if step is None else run.trace.step(name, step)
     out = factors(latents)  # [..., B, F, h, w, 3]
     return out[:, 0] if step is None else out[0]

@@ -202,3 +202,11 @@ def test_interrupt_resume_and_branch_with_cogvideox_dpm_which_keeps_its_previous
     assert torch.equal(again.latents, plain.latents)
     other = plain.branch(2, guidance_scale=2.0).finish(progress=False)
     assert not torch.equal(other.latents, plain.latents)
+
+
+def test_the_familys_fit_preview_equals_fit_preview(pipe):
+    torch.manual_seed(0)
+    latents = torch.randn(2, 4, 3, 6, 4)
+    a, b = pipe.family.fit_preview(latents), cog.fit_preview(pipe.vae, latents)
+    np.testing.assert_allclose(a.matrix, b.matrix, atol=1e-4)
+    np.testing.assert_allclose(a.bias, b.bias, atol=1e-4)

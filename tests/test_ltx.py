@@ -120,7 +120,7 @@ def test_the_preview_fit_is_colour_true_for_a_linear_decoder(pipe, monkeypatch):
 
     monkeypatch.setattr(pipe.vae, "decode", linear_decode)
     train, test = torch.randn(6, 8, 2, 2, 3, generator=g), torch.randn(2, 8, 2, 2, 3, generator=g)
-    preview = ltx.fit_preview(pipe, train, "tiny")
+    preview = fam.fit_preview(train, "tiny")
     video = fam.decode(test)  # [2, 9, 64, 96, 3]
     expected = torch.stack([video[:, :1].mean(1), video[:, 1:].mean(1)], 1)[:, :, ::32, ::32]  # one pixel per block
     np.testing.assert_allclose(preview(test), expected.numpy(), atol=1e-5)

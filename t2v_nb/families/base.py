@@ -417,6 +417,23 @@ class Family:
         """Linear latent -> RGB factors known for this family's VAE, or None."""
         return None
 
+    @torch.no_grad()
+    def fit_preview(self, latents: torch.Tensor, source: str = ""):
+        """Fit a `LinearPreview` on this VAE's own decodes (`decode`) of the loop's latents [N, C, F', h, w]: each
+        latent frame is matched with the mean of the video frames it decodes to (`latent_index`), averaged down
+        to the latent grid, and `t2v_nb.preview.least_squares` finds the [C, 3] matrix and bias. For any family;
+        `t2v_nb.preview.fit_linear_preview` adds weighting options for 2-D VAEs."""
+        from ..preview import least_squares
+
+        N, C, F, h, w = latents.shape
+        video = self.decode(latents.to(self.pipe.device)).cpu()  # [N, F_video, H, W, 3] in [0, 1]
+        owner = torch.tensor([self.latent_index(f) for f in range(video.shape[1])])  # [F_video]: its latent frame
+        per_latent = torch.stack([video[:, owner == k].mean(1) for k in range(F)], 1)  # [N, F', H, W, 3]
+        colours = torch.nn.functional.adaptive_avg_pool2d(per_latent.flatten(0, 1).permute(0, 3, 1, 2), (h, w))
+        X = latents.float().cpu().permute(0, 2, 3, 4, 1).reshape(-1, C).numpy()  # [P, C]
+        Y = colours.permute(0, 2, 3, 1).reshape(-1, 3).numpy()  # [P, 3]
+        return least_squares(X, Y, source)
+
 
 @contextlib.contextmanager
 def no_branch(name: str):

@@ -44,7 +44,7 @@ import torch
 from .base import ATTENTION_CHUNK, Family
 from .causal import CausalFrames, decode_clip
 
-__all__ = ["LTXFamily", "LTXObserver", "pack", "unpack", "ltxv_preview", "fit_preview", "MAX_SEQUENCE_LENGTH"]
+__all__ = ["LTXFamily", "LTXObserver", "pack", "unpack", "ltxv_preview", "MAX_SEQUENCE_LENGTH"]
 
 MAX_SEQUENCE_LENGTH = 128  # LTXPipeline.__call__'s default max_sequence_length
 
@@ -390,21 +390,3 @@ def ltxv_preview():
     m = np.asarray(_LTXV_RGB, np.float32).reshape(-1, 3)  # [128, 3]
     b = np.asarray(_LTXV_BIAS, np.float32)
     return LinearPreview(m / 2, b / 2 + 0.5, "ComfyUI LTXV latent_rgb_factors (reference)")
-
-
-@torch.no_grad()
-def fit_preview(pipe, latents: torch.Tensor, source: str = ""):
-    """Fit a `LinearPreview` for an LTX pipeline's VAE on its own decodes of `latents` [N, C, F', h, w] (the loop's
-    normalized latents): each latent frame is matched with the mean of the video frames it decodes to (frame 0
-    alone, then 8 each), averaged down to the latent grid, and `t2v_nb.preview.least_squares` finds the factors."""
-    from ..preview import least_squares
-
-    fam = pipe.family
-    N, C, F, h, w = latents.shape
-    video = fam.decode(latents.to(pipe.device)).cpu()  # [N, F_video, H, W, 3] in [0, 1]
-    owner = torch.tensor([fam.latent_index(f) for f in range(video.shape[1])])  # [F_video]: its latent frame
-    per_latent = torch.stack([video[:, owner == k].mean(1) for k in range(F)], 1)  # [N, F', H, W, 3]
-    colours = torch.nn.functional.adaptive_avg_pool2d(per_latent.flatten(0, 1).permute(0, 3, 1, 2), (h, w))
-    X = latents.float().cpu().permute(0, 2, 3, 4, 1).reshape(-1, C).numpy()  # [P, C]
-    Y = colours.permute(0, 2, 3, 1).reshape(-1, 3).numpy()  # [P, 3]
-    return least_squares(X, Y, source)
