@@ -26,6 +26,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .families.base import MARKER_NAMES as _SHORT
 from .families.base import SPECIAL_TOKEN, WORD_END, WORD_START, split_token
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
 ]
 
 _WORD_END_MARK = "␣"  # how a word end or start is shown: "red</w>" -> "red␣", "\u2581red" -> "␣red"
-_SHORT = {"<|startoftext|>": "<start>", "<|endoftext|>": "<end>", "</s>": "<end>"}  # CLIP's and T5's markers
 _DIVERGING = "RdBu_r"  # negative blue, zero white, positive red
 _NO_TICKS = {"xticks": [], "yticks": []}
 

@@ -58,6 +58,8 @@ __all__ = ["Family", "TokenizedText", "nearest_multiple", "split_token", "ATTENT
 WORD_END = "</w>"  # CLIP's BPE: "red</w>" ends a word
 WORD_START = "\u2581"  # SentencePiece (T5, UMT5): "\u2581red" starts a word
 # the tokenizers' markers, told from their text alone: CLIP's <|startoftext|>, T5's </s> and <pad>, BERT's [CLS]
+# short names for the start and end markers of the tokenizers the families use (CLIP's, T5's), for token tables
+MARKER_NAMES = {"<|startoftext|>": "<start>", "<|endoftext|>": "<end>", "</s>": "<end>"}
 SPECIAL_TOKEN = re.compile(r"^<\|.*\|>$|^<(s|/s|pad|bos|eos)>$|^\[(CLS|SEP|PAD)\]$")
 
 
