@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .base import ATTENTION_CHUNK as _CHUNK
-from .base import Family, nearest_multiple
+from .base import Family
 from .causal import CausalFrames, decode_clip
 
 __all__ = ["WanFamily", "WanObserver", "wan21_preview", "MAX_SEQUENCE_LENGTH"]
