@@ -551,7 +551,7 @@ class Run:
         from .video import Video
 
         pipe = self.pipe
-        generator = torch.Generator().manual_seed(0)
+        generator = torch.Generator()
         generator.set_state(self.generator.get_state())  # where the loop left it (a copy: decoding twice is the same)
         images = pipe.decode_latents(self.latents, frames, chunk_size, generator=generator)  # [B, F, H, W, 3]
         images = self.emit("decode.frames", images)
