@@ -4,8 +4,9 @@ Where the layers are and how a map is read from a layer's inputs is the model fa
 (`family.attention_modules()`, `family.attention_observer(...)`, see `t2v_nb.families`); this module
 does the rest for every family: wrapping the layers' processors for one step, keeping only the
 prompt's guidance branch, averaging, handing the maps to the run's hooks and trace, and reading them
-back (`word_maps`, `temporal_matrix`). Below, the UNet families (ModelScope, AnimateDiff); the
-diffusion transformers document their own layouts in their family modules.
+back (`word_maps`, `temporal_matrix`). Below, the UNet families (ModelScope, AnimateDiff: their observer is
+`t2v_nb.families.unet.UNetObserver`); the diffusion transformers document their own layouts in their family
+modules.
 
 A video UNet has two kinds of attention worth watching:
 
@@ -55,11 +56,10 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 
+from .families.unet import UNetObserver  # public here since turn 2; the UNet families' observer
 from .hooks import check_name
 
 __all__ = ["attention_points", "attention_layers", "capture", "word_maps", "temporal_matrix", "UNetObserver"]
-
-_CHUNK = 2**24  # most per-head scores computed at once, to bound the memory of one layer's maps
 
 
 def attention_points(pipe) -> list[str]:
@@ -84,79 +84,6 @@ def attention_layers(pipe, height: int | None = None, width: int | None = None,
         shape = (1, F, *res, T) if kind == "cross" else (1, F, F)
         out[f"attn.{kind}.{path}"] = {"kind": kind, "resolution": res, "heads": module.heads, "shape": shape}
     return out
-
-
-def _grid(seq: int, h: int, w: int) -> tuple[int, int]:
-    """The h_l x w_l grid of `seq` pixels: the latent grid (h, w) halved (rounding up) until it fits."""
-    while h * w > seq:
-        h, w = -(-h // 2), -(-w // 2)
-    if h * w != seq:
-        raise RuntimeError(f"Cannot lay out an attention layer's {seq} positions on a grid with the latents' "
-                           f"aspect ratio ({h}x{w} is the closest).")
-    return h, w
-
-
-def _probs(attn, x: torch.Tensor, context: torch.Tensor | None, mask: torch.Tensor | None,
-           temb: torch.Tensor | None) -> torch.Tensor:
-    """softmax(q k^T * scale) averaged over heads, as `attn`'s processor computes it: [n, Lq, Lk] float32."""
-    if attn.spatial_norm is not None:
-        x = attn.spatial_norm(x, temb)
-    if x.ndim == 4:  # [n, C, h, w] -> [n, h*w, C]
-        x = x.flatten(2).transpose(1, 2)
-    if attn.group_norm is not None:
-        x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
-    if context is None:
-        context = x
-    elif attn.norm_cross:
-        context = attn.norm_encoder_hidden_states(context)
-    n, heads = x.shape[0], attn.heads
-    if mask is not None:  # additive, as the processors prepare it: [n, heads, 1 or Lq, Lk]
-        mask = attn.prepare_attention_mask(mask, context.shape[1], n).view(n, heads, -1, context.shape[1])
-    rows = max(1, _CHUNK // (heads * x.shape[1] * context.shape[1]))
-    out = []
-    for s in range(0, n, rows):  # a few rows at a time: per-head scores never exist for all rows at once
-        q = attn.to_q(x[s : s + rows])  # [r, Lq, heads * d]
-        k = attn.to_k(context[s : s + rows])  # [r, Lk, heads * d]
-        r = q.shape[0]
-        q = q.view(r, -1, heads, k.shape[-1] // heads).transpose(1, 2)  # [r, heads, Lq, d]
-        k = k.view(r, -1, heads, k.shape[-1] // heads).transpose(1, 2)  # [r, heads, Lk, d]
-        if attn.norm_q is not None:
-            q = attn.norm_q(q)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
-        # attn.scale = d**-0.5 in these UNets; the SDPA processor always uses d**-0.5, the classic one attn.scale
-        scores = q.float() @ k.float().transpose(-1, -2) * attn.scale  # [r, heads, Lq, Lk]
-        if mask is not None:
-            scores = scores + mask[s : s + rows].float()
-        out.append(scores.softmax(-1).mean(1))  # [r, Lq, Lk]
-    return torch.cat(out)
-
-
-def _halve(value, half: bool, n: int):
-    """The prompt's half of a guided [uncond, text] batch of `n` rows (all of it when `half` is False)."""
-    if not half or value is None or value.shape[0] != n:
-        return value
-    return value[n // 2 :]
-
-
-class UNetObserver:
-    """Reads one attention layer's map of a video UNet (frames run as a batch of images) from its inputs."""
-
-    def __init__(self, kind: str, name: str, run):
-        B, _, F, h, w = run.latents.shape
-        self.kind, self.name, self.batch, self.frames, self.grid = kind, name, B, F, (h, w)
-
-    def measure(self, attn, x: torch.Tensor, args: tuple, kwargs: dict, half: bool) -> torch.Tensor:
-        given = dict(zip(("encoder_hidden_states", "attention_mask", "temb"), args), **kwargs)
-        n = x.shape[0]
-        context, mask, temb = (_halve(given.get(k), half, n) for k in ("encoder_hidden_states", "attention_mask", "temb"))
-        p = _probs(attn, _halve(x, half, n), context, mask, temb)  # [n', Lq, Lk]
-        B, F = self.batch, self.frames
-        if self.kind == "cross":  # rows are (b, frame), queries are pixels
-            return p.reshape(B, F, *_grid(p.shape[1], *self.grid), p.shape[2])  # [B, F, h_l, w_l, T]
-        if p.shape[1:] != (F, F):  # rows are (b, pixel), queries and keys are frames
-            raise RuntimeError(f"{self.name}: expected attention over {F} frames, got {tuple(p.shape[1:])}.")
-        return p.reshape(B, -1, F, F).mean(1)  # [B, F, F]
 
 
 class _Capture:
@@ -222,9 +149,11 @@ def capture(run, i: int, t: int, names: Sequence[str]) -> Iterator[Any]:
         for name in names:
             if name not in known:
                 check_name(name, known)  # raises, with the closest names
-            kind, path = name.split(".", 2)[1:]
-            attn = pipe.denoiser.get_submodule(path)
-            observer = pipe.family.attention_observer(kind, name, attn, run)
+        layers = [(*name.split(".", 2)[1:], name) for name in names]  # (kind, path, name)
+        modules = [pipe.denoiser.get_submodule(path) for _, path, _ in layers]
+        observers = pipe.family.attention_observers(
+            [(kind, name, attn) for (kind, _, name), attn in zip(layers, modules)], run)
+        for (_, _, name), attn, observer in zip(layers, modules, observers):
             installed.append((attn, attn.processor))
             attn.set_processor(_Wrapper(attn.processor, name, observer, state))
         yield state.branch

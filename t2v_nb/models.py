@@ -107,6 +107,16 @@ PRESETS: dict[str, Preset] = {
               "shift 3.0 from the repository's scheduler config); these defaults keep 480x832 but make 33 frames "
               "in 30 steps for a free Colab T4. The text encoder is ~11 GB in float16: see docs/wan.md for the "
               "memory plan."),
+    "ltx-video-2b": Preset(
+        source="Lightricks/LTX-Video", revision="35969376d5a37e052770a89aacf510dfba0e908f", variant=None,
+        height=480, width=704, num_frames=65, num_inference_steps=30, guidance_scale=3.0, scheduler="euler",
+        fps=25.0, text_first=True,
+        notes="LTX-Video 0.9 (2B, Lightricks) in the diffusers layout of the repository's root folders; the hub marks its "
+              "licence 'other' (a licence file in the repository: read it before use). A transformer over latent "
+              "voxels (one token per 8 frames x 32 x 32 pixels), T5-XXL text encoder, a VAE with a timestep-conditioned "
+              "decoder from 0.9.1 on. LTXPipeline's settings are 704x480, 161 frames at 25 fps, 50 steps, guidance 3; "
+              "these defaults make 65 frames in 30 steps for a free Colab T4. Trained in bfloat16: in float16 check "
+              "for NaN (see docs/ltx.md, with the memory plan and the revision's provenance)."),
 }
 
 _NEEDED = ("tokenizer", "text_encoder", "vae", "scheduler")  # every family has these slots
@@ -412,8 +422,18 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
 
 
 def _extra_classes(extra: dict) -> dict[str, str]:
-    """{slot: class} of a preset's extra components, for finding the family (AnimateDiff: MotionAdapter)."""
-    return {slot: "MotionAdapter" for slot in extra if slot == "motion_adapter"}
+    """{slot: class} of a preset's extra components, for finding the family: the class a family's optional slot
+    of that name takes (AnimateDiff's `motion_adapter`: MotionAdapter)."""
+    from .families import FAMILIES, family_named
+
+    found = {}
+    for slot in extra:
+        for name in FAMILIES:
+            allowed = family_named(name).optional_slots.get(slot)
+            if allowed:
+                found[slot] = min(cls for _, cls in allowed)
+                break
+    return found
 
 
 def _load_parts(family, where: str, classes: dict, skip=(), **how) -> dict[str, Any]:

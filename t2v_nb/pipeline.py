@@ -33,10 +33,13 @@ from . import schedulers as _sched
 from .families import family_for, family_named
 from .families.base import Family, no_branch
 from .hooks import HOOK_POINTS, HookContext, Hooks, Trace, check_name
+from .models import TextFirstEncoder
 
 __all__ = ["StepwisePipeline", "Run", "Step", "TextFeatures", "NumericalError", "PromptWarning"]
 
 RECORD_DEFAULT = tuple(HOOK_POINTS)  # everything but attention (which is opt-in)
+# start()'s settings that always have a default (the family's, a model directory's or a preset's)
+_SETTINGS = ("height", "width", "num_frames", "num_inference_steps", "guidance_scale", "fps")
 
 
 class NumericalError(FloatingPointError):
@@ -145,10 +148,10 @@ class StepwisePipeline:
     """
 
     def __init__(self, tokenizer=None, text_encoder=None, unet=None, vae=None, scheduler=None, *,
-                 family: str | type[Family] | None = None, defaults: dict | None = None,
+                 transformer=None, family: str | type[Family] | None = None, defaults: dict | None = None,
                  source: dict | None = None, preview=None, **more_components):
-        parts = {"tokenizer": tokenizer, "text_encoder": text_encoder, "unet": unet, "vae": vae,
-                 "scheduler": scheduler, **more_components}
+        parts = {"tokenizer": tokenizer, "text_encoder": text_encoder, "unet": unet, "transformer": transformer,
+                 "vae": vae, "scheduler": scheduler, **more_components}
         parts = {k: v for k, v in parts.items() if v is not None}
         if isinstance(family, str):
             family = family_named(family)
@@ -163,9 +166,11 @@ class StepwisePipeline:
         self.family: Family = family(self)
         self.source = dict(source or {})
         self.preview = preview if preview is not None else self.family.default_preview()
-        size = self.family.default_size()
-        self.defaults = {"height": size[0], "width": size[1], "num_frames": 16, "num_inference_steps": 25,
-                         "guidance_scale": 9.0, "fps": 8.0, **self.family.default_settings(), **(defaults or {})}
+        self.defaults = {**self.family.default_settings(), **(defaults or {})}
+        missing = [k for k in _SETTINGS if k not in self.defaults]
+        if missing:
+            raise ValueError(f"No default for {', '.join(missing)}: the {family.name} family's default_settings() "
+                             f"must give all of {', '.join(_SETTINGS)}.")
         self._hooks = Hooks()
         self._attn_names: list[str] | None = None
 
@@ -298,9 +303,8 @@ class StepwisePipeline:
             ntok = fam.tokenize(fam.clean_prompt(negative_prompt))
             neg = fam.encode(ntok.ids.to(device), ntok.mask.to(device)).to(self.dtype)  # [B, L, D]
             neg = emit("text.negative_embeddings", neg)
-        release = getattr(self.text_encoder, "release", None)  # a text-first encoder frees itself now
-        if callable(release):
-            release()
+        if isinstance(self.text_encoder, TextFirstEncoder):
+            self.text_encoder.release()  # loaded only to encode: free it now
         return TextFeatures(prompt, negative_prompt, tok.tokens, ids, emb, neg, tok.truncated, tok.mask,
                             [fam.word(t) for t in tok.tokens], [fam.is_special(t) for t in tok.tokens])
 
@@ -363,9 +367,11 @@ class StepwisePipeline:
         The frame count and size must be ones this model can make (`check_inputs`' rules)."""
         return self.family.encode_video(video)
 
-    def decode_latents(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
-        """VAE-decode [B, C, F', h, w] latents to float32 [B, F, H, W, 3] in [0, 1] (see the family's `decode`)."""
-        return self.family.decode(latents, frames, chunk_size)
+    def decode_latents(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """VAE-decode [B, C, F', h, w] latents to float32 [B, F, H, W, 3] in [0, 1] (see the family's `decode`).
+        `generator`: where a decoder that adds noise draws it (LTX-Video; `Run.decode` passes the run's)."""
+        return self.family.decode(latents, frames, chunk_size, generator=generator)
 
 
 class Run:
@@ -391,7 +397,8 @@ class Run:
         self.interrupted = False
         self._step_params: set[str] | None = None
         if resume is None:
-            self.scheduler.set_timesteps(params["num_inference_steps"], device=pipe.device)
+            shape = pipe.family.latent_shape(params["num_frames"], params["height"], params["width"])
+            pipe.family.set_timesteps(self.scheduler, params["num_inference_steps"], shape, pipe.device)
             self.timesteps = self.scheduler.timesteps
             self.i, self._checkpoints = 0, []
             self.latents = self._initial_latents()
@@ -474,15 +481,15 @@ class Run:
         if self.guidance:
             uncond = self.emit("step.noise_pred_uncond", uncond, i, ti)
             cond = self.emit("step.noise_pred_text", cond, i, ti)
-            noise_pred = uncond + self.params["guidance_scale"] * (cond - uncond) if self.guided_at(t) else cond
+            noise_pred = fam.guide(uncond, cond, self.params["guidance_scale"]) if self.guided_at(t) else cond
         else:
             cond = noise_pred = self.emit("step.noise_pred_text", cond, i, ti)
         noise_pred = self.emit("step.noise_pred", noise_pred, i, ti)
         # 3. The scheduler, once, in the layout the family's pipeline gives it.
         if self._step_params is None:
             self._step_params = _sched.step_parameters(self.scheduler)
-        prev, x0 = _sched.step(self.scheduler, fam.to_scheduler(noise_pred), t, fam.to_scheduler(latents), i,
-                               self._step_params, generator=self.generator, eta=self.params["eta"])
+        prev, x0 = fam.scheduler_step(self.scheduler, fam.to_scheduler(noise_pred), t, fam.to_scheduler(latents), i,
+                                      self._step_params, generator=self.generator, eta=self.params["eta"])
         x0 = self.emit("step.pred_x0", fam.from_scheduler(x0, latents), i, ti)
         nxt = fam.after_step(fam.from_scheduler(prev, latents), self.text)
         nxt = self.emit("step.next_latents", nxt, i, ti)
@@ -561,7 +568,9 @@ class Run:
         from .video import Video
 
         pipe = self.pipe
-        images = pipe.decode_latents(self.latents, frames, chunk_size)  # [B, F, H, W, 3]
+        generator = torch.Generator()
+        generator.set_state(self.generator.get_state())  # where the loop left it (a copy: decoding twice is the same)
+        images = pipe.decode_latents(self.latents, frames, chunk_size, generator=generator)  # [B, F, H, W, 3]
         images = self.emit("decode.frames", images)
         if not torch.isfinite(images).all():
             raise NumericalError("NaN or inf in the decoded frames: the VAE overflowed (a known float16 failure of "
@@ -582,6 +591,7 @@ class Run:
             "scheduler_config": dict(self.scheduler.config),
             "model": dict(self.pipe.source),
             "family": self.pipe.family.name,
+            **({"decode": dict(d)} if (d := self.pipe.family.decode_settings()) else {}),
             "dtype": str(self.pipe.dtype).replace("torch.", ""),
             "device": str(self.pipe.device),
             "hooks": self.hooks.report(),

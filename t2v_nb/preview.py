@@ -14,7 +14,7 @@ import json
 import numpy as np
 import torch
 
-__all__ = ["LinearPreview", "fit_linear_preview", "sd_vae_preview", "StepDecoder", "linear_preview", "guidance_parts"]
+__all__ = ["LinearPreview", "fit_linear_preview", "least_squares", "sd_vae_preview", "StepDecoder", "linear_preview", "guidance_parts"]
 
 
 @dataclasses.dataclass
@@ -43,15 +43,23 @@ class LinearPreview:
 
 
 def sd_vae_preview() -> LinearPreview:
-    """Factors for the Stable-Diffusion-family VAE (ModelScope and ZeroScope use it), on scaled latents.
+    """ComfyUI's published SD1.5 factors for the Stable-Diffusion-family VAE (ModelScope and ZeroScope use it),
+    on scaled latents, RGB in [0, 1]: the ModelScope family's (`t2v_nb.families.modelscope.sd_vae_preview`)."""
+    from .families.modelscope import sd_vae_preview as factors
 
-    These are ComfyUI's published SD1.5 `latent_rgb_factors` (which map to [-1, 1]), rescaled to
-    [0, 1] — a known reference, not fitted by t2v_nb. Refit them for a model with
-    `fit_linear_preview(pipe.vae, latents)` on a GPU.
-    """
-    to_pm1 = np.array([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
-                       [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]], np.float32)
-    return LinearPreview(to_pm1 / 2, np.full(3, 0.5, np.float32), "ComfyUI SD1.5 latent_rgb_factors (reference)")
+    return factors()
+
+
+def least_squares(X: np.ndarray, Y: np.ndarray, source: str = "", weights: np.ndarray | None = None) -> LinearPreview:
+    """The `LinearPreview` that best maps latent pixels X [P, C] to their colours Y [P, 3] (least squares, with a
+    bias; `weights` [P] weigh each pixel). Every family's preview fit ends here."""
+    C = X.shape[1]
+    X1 = np.concatenate([X, np.ones((len(X), 1), np.float32)], axis=1)
+    if weights is not None:
+        sw = np.sqrt(weights)[:, None]  # [P, 1]: weighted least squares
+        X1, Y = X1 * sw, Y * sw
+    sol, *_ = np.linalg.lstsq(X1, Y, rcond=None)  # [C + 1, 3]
+    return LinearPreview(sol[:C].astype(np.float32), sol[C].astype(np.float32), source)
 
 
 @torch.no_grad()
@@ -87,10 +95,7 @@ def fit_linear_preview(vae, latents: torch.Tensor, source: str = "", foreground:
     Y = images.permute(0, 2, 3, 1).reshape(-1, 3).numpy()  # [P, 3]
     background = images.flatten(2).median(dim=2).values  # [N*F, 3]
     contrast = (images - background[:, :, None, None]).norm(dim=1).reshape(-1).numpy()  # [P]
-    sw = np.sqrt(1.0 + foreground * contrast)[:, None]  # [P, 1]: weighted least squares
-    X1 = np.concatenate([X, np.ones((len(X), 1), np.float32)], axis=1)
-    sol, *_ = np.linalg.lstsq(X1 * sw, Y * sw, rcond=None)  # [C + 1, 3]
-    return LinearPreview(sol[:C].astype(np.float32), sol[C].astype(np.float32), source)
+    return least_squares(X, Y, source, 1.0 + foreground * contrast)
 
 
 class StepDecoder:
@@ -129,8 +134,9 @@ def linear_preview(run, name: str = "step.pred_x0", step: int | None = None) -> 
     """
     factors = run.pipe.preview
     if factors is None:
-        raise ValueError("This model has no linear preview factors: fit them with "
-                         "t2v_nb.preview.fit_linear_preview(pipe.vae, latents) and set pipe.preview.")
+        raise ValueError("This model has no linear preview factors: fit them with pipe.preview = "
+                         "pipe.family.fit_preview(latents) (the loop's latents, e.g. run.latents), or for a 2-D VAE "
+                         "with t2v_nb.preview.fit_linear_preview(pipe.vae, latents).")
     latents = run.trace[name] if step is None else run.trace.step(name, step)
     out = factors(latents)  # [..., B, F, h, w, 3]
     return out[:, 0] if step is None else out[0]

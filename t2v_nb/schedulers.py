@@ -22,9 +22,9 @@ import difflib
 
 import torch
 
-__all__ = ["SCHEDULERS", "FLOW_SCHEDULERS", "make_scheduler", "scheduler_name", "prediction_type", "pred_x0",
+__all__ = ["SCHEDULERS", "FLOW_SCHEDULERS", "named", "make_scheduler", "scheduler_name", "prediction_type", "pred_x0",
            "noise_to_step", "step",
-           "step_parameters", "save_state", "restore_state"]
+           "step_kwargs", "step_parameters", "save_state", "restore_state"]
 
 # Short name -> (diffusers class name, extra config).
 SCHEDULERS: dict[str, tuple[str, dict]] = {
@@ -39,9 +39,7 @@ SCHEDULERS: dict[str, tuple[str, dict]] = {
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
     "unipc": ("UniPCMultistepScheduler", {}),
     "deis": ("DEISMultistepScheduler", {}),
-    "cogvideox-ddim": ("CogVideoXDDIMScheduler", {}),  # v-prediction with CogVideoX's SNR shift
-    "cogvideox-dpm": ("CogVideoXDPMScheduler", {}),
-}
+}  # a family may name more of its own (`Family.schedulers`, e.g. "cogvideox-ddim"): see `named`
 
 # On a flow-matching model (a base scheduler with prediction_type "flow_prediction", or FlowMatch*), the same
 # short names give the flow-matching form of the sampler, with the base's shift of the sigma schedule.
@@ -53,6 +51,16 @@ FLOW_SCHEDULERS: dict[str, tuple[str, dict]] = {
     "unipc": ("UniPCMultistepScheduler", {}),
     "dpm++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
 }
+
+
+def named() -> dict[str, tuple[str, dict]]:
+    """SCHEDULERS and the short names the families add for their own schedulers (`Family.schedulers`)."""
+    from .families import FAMILIES, family_named
+
+    table = dict(SCHEDULERS)
+    for name in FAMILIES:
+        table.update(family_named(name).schedulers)
+    return table
 
 
 def _flow_scheduler(key: str, name: str, base):
@@ -76,7 +84,7 @@ def _flow_scheduler(key: str, name: str, base):
 
 
 def make_scheduler(name_or_scheduler, base):
-    """A new scheduler: a short name from SCHEDULERS (configured from `base`'s config), or a copy.
+    """A new scheduler: a short name from SCHEDULERS or a family's (configured from `base`'s config), or a copy.
 
     For a flow-matching `base` the names in FLOW_SCHEDULERS give their flow-matching form (same shift)."""
     import diffusers
@@ -89,11 +97,12 @@ def make_scheduler(name_or_scheduler, base):
     key = name_or_scheduler.lower().replace("_", "-")
     if prediction_type(base) == "flow":
         return _flow_scheduler(key, name_or_scheduler, base)
-    if key not in SCHEDULERS:
-        close = difflib.get_close_matches(key, list(SCHEDULERS), n=2, cutoff=0.4)
+    table = named()
+    if key not in table:
+        close = difflib.get_close_matches(key, list(table), n=2, cutoff=0.4)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"Unknown scheduler {name_or_scheduler!r}.{hint} Known: {', '.join(SCHEDULERS)}.")
-    cls_name, extra = SCHEDULERS[key]
+        raise ValueError(f"Unknown scheduler {name_or_scheduler!r}.{hint} Known: {', '.join(table)}.")
+    cls_name, extra = table[key]
     config = {k: v for k, v in dict(base.config).items() if not k.startswith("_")}
     return getattr(diffusers, cls_name).from_config({**config, **extra})
 
@@ -101,7 +110,7 @@ def make_scheduler(name_or_scheduler, base):
 def scheduler_name(scheduler) -> str:
     """The short name of `scheduler` if it is one of SCHEDULERS, else its class name."""
     cls = type(scheduler).__name__
-    table = FLOW_SCHEDULERS if prediction_type(scheduler) == "flow" else SCHEDULERS
+    table = FLOW_SCHEDULERS if prediction_type(scheduler) == "flow" else named()
     for name, (cls_name, extra) in table.items():
         if cls_name == cls and all(scheduler.config.get(k) == v for k, v in extra.items()):
             if not extra and scheduler.config.get("use_karras_sigmas"):
@@ -129,19 +138,16 @@ def step(scheduler, model_output: torch.Tensor, t, sample: torch.Tensor, i: int,
          generator=None, eta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One `scheduler.step`, called exactly once, as diffusers' pipelines call it -> (x_{t-1}, predicted x0).
 
-    The seed's `generator` (stochastic samplers) and DDIM's `eta` are passed where `step` takes them.
-    CogVideoX's DPM scheduler takes its previous x0 and the previous timestep too; the previous x0 is kept
-    on the scheduler, so `save_state` / `restore_state` cover it.
+    The seed's `generator` (stochastic samplers) and DDIM's `eta` are passed where `step` takes them. A
+    scheduler with another call signature is its family's business (`Family.scheduler_step`).
     """
-    kwargs = {k: v for k, v in (("generator", generator), ("eta", eta)) if k in params}
-    if "old_pred_original_sample" in params:  # CogVideoXDPMScheduler
-        back = scheduler.timesteps[i - 1] if i > 0 else None
-        prev, x0 = scheduler.step(model_output, getattr(scheduler, "t2v_nb_old_x0", None), t, back, sample,
-                                  return_dict=False, **kwargs)
-        scheduler.t2v_nb_old_x0 = x0
-        return prev, x0
-    out = scheduler.step(model_output, t, sample, **kwargs)
+    out = scheduler.step(model_output, t, sample, **step_kwargs(params, generator, eta))
     return out.prev_sample, pred_x0(scheduler, out, sample, model_output, t, i)
+
+
+def step_kwargs(params: set[str], generator=None, eta: float = 0.0) -> dict:
+    """The seed's generator and DDIM's eta, for a `scheduler.step` whose keyword names are `params`."""
+    return {k: v for k, v in (("generator", generator), ("eta", eta)) if k in params}
 
 
 def _is_sigma_scaled(scheduler) -> bool:

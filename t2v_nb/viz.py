@@ -18,7 +18,6 @@ from __future__ import annotations
 import html
 import io
 import math
-import re
 import warnings
 from typing import Any, Callable, Sequence
 
@@ -27,17 +26,16 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .families.base import MARKER_NAMES as _SHORT
+from .families.base import SPECIAL_TOKEN, WORD_END, WORD_START, split_token
+
 __all__ = [
     "token_table_html", "token_table", "embedding_norms", "token_similarity", "prompt_similarity",
     "noise_schedule", "schedule_table_html", "latent_stats", "steps_frames_grid", "latent_channels",
     "word_heatmaps", "temporal_attention", "trajectory_pca", "guidance_parts",
 ]
 
-_WORD_END = "</w>"
-_WORD_END_MARK = "␣"  # how a word end is shown: "red</w>" -> "red␣"
-_SPECIAL = re.compile(r"^<\|.*\|>$|^<(s|/s|pad|bos|eos)>$|^\[(CLS|SEP|PAD)\]$")
-_SHORT = {"<|startoftext|>": "<start>", "<|endoftext|>": "<end>", "</s>": "<end>"}  # CLIP's and T5's markers
-_WORD_START = "\u2581"  # T5 / SentencePiece: "▁red" starts a word; shown as "␣red"
+_WORD_END_MARK = "␣"  # how a word end or start is shown: "red</w>" -> "red␣", "\u2581red" -> "␣red"
 _DIVERGING = "RdBu_r"  # negative blue, zero white, positive red
 _NO_TICKS = {"xticks": [], "yticks": []}
 
@@ -73,19 +71,23 @@ def _images(x: Any) -> np.ndarray:
     return np.clip(a / 255.0 if a.dtype == np.uint8 else a.astype(np.float32), 0.0, 1.0)
 
 
+def _joins(tok: str) -> tuple[str, str]:
+    """`split_token`, with a lone T5 word start shown as a word start of nothing (as "␣")."""
+    return ("", "start") if tok == WORD_START else split_token(tok)
+
+
 def _show_token(tok: str) -> str:
     """'red</w>' -> 'red␣' (CLIP); '▁red' -> '␣red' (T5); '<|startoftext|>' -> '<start>'; '</s>' -> '<end>'."""
     if tok in _SHORT:
         return _SHORT[tok]
-    if tok.endswith(_WORD_END):
-        return tok[: -len(_WORD_END)] + _WORD_END_MARK
-    return _WORD_END_MARK + tok[1:] if tok.startswith(_WORD_START) else tok
+    word, joins = _joins(tok)
+    return {"end": word + _WORD_END_MARK, "start": _WORD_END_MARK + word}.get(joins, tok)
 
 
 def _token_role(tok: str, pos: int, n: int) -> str:
-    if _SPECIAL.match(tok):
+    if SPECIAL_TOKEN.match(tok):
         return "start of text" if pos == 0 and tok != "</s>" else ("end of text" if pos == n - 1 else "special")
-    return "word end" if tok.endswith(_WORD_END) else ("word start" if tok.startswith(_WORD_START) else "")
+    return {"end": "word end", "start": "word start"}.get(_joins(tok)[1], "")
 
 
 def _positions(embeddings: Any, n: int, name: str = "embeddings") -> np.ndarray:
@@ -217,17 +219,15 @@ def token_table_html(tokens: Sequence[str], ids: Any = None) -> str:
     rows, styles = [], []
     for pos, tok in enumerate(tokens):
         role = _token_role(tok, pos, n)
-        shown = html.escape(tok)
-        if tok.endswith(_WORD_END):
-            shown = html.escape(tok[: -len(_WORD_END)]) + f"<b style='color:#c33'>{_WORD_END_MARK}</b>"
-        elif tok.startswith(_WORD_START):
-            shown = f"<b style='color:#c33'>{_WORD_END_MARK}</b>" + html.escape(tok[1:])
+        word, joins = _joins(tok)
+        mark = f"<b style='color:#c33'>{_WORD_END_MARK}</b>"
+        shown = {"end": html.escape(word) + mark, "start": mark + html.escape(word)}.get(joins, html.escape(tok))
         rows.append([str(pos), f"<code>{shown}</code>"] + ([str(id_list[pos])] if id_list else []) + [role])
         styles.append("background:#e8eefc" if role.endswith("of text") else "")
     head = ["position", "token"] + (["id"] if id_list else []) + ["note"]
-    t5 = any(t.startswith(_WORD_START) for t in tokens)
-    caption = (f"{n} tokens; {_WORD_END_MARK} marks " + ("<code>\u2581</code>, the start of a word" if t5 else
-                                                         f"<code>{html.escape(_WORD_END)}</code>, the end of a word"))
+    t5 = any(_joins(t)[1] == "start" for t in tokens)
+    caption = (f"{n} tokens; {_WORD_END_MARK} marks " + (f"<code>{WORD_START}</code>, the start of a word" if t5 else
+                                                         f"<code>{html.escape(WORD_END)}</code>, the end of a word"))
     return _html_table(head, rows, styles, caption)
 
 

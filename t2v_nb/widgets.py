@@ -101,7 +101,8 @@ class Studio:
         self.size = W.Dropdown(options=sizes, value=sizes[0][1], description="size", style=style,
                                layout=W.Layout(width="190px"))
         own = scheduler_name(pipe.scheduler)
-        table = FLOW_SCHEDULERS if pipe.prediction_type == "flow" else SCHEDULERS  # the samplers this model can use
+        # the samplers this model can use
+        table = FLOW_SCHEDULERS if pipe.prediction_type == "flow" else {**SCHEDULERS, **pipe.family.schedulers}
         names = [(n, n) for n in table] + ([] if own in table else [(f"the model's ({own})", None)])
         chosen = scheduler or (own if own in table else None)  # None: the pipe's own scheduler
         self.scheduler = W.Dropdown(options=names, index=[v for _, v in names].index(chosen), description="scheduler",

@@ -8,7 +8,7 @@ import torch
 
 from conftest import SMALL, tiny_pipe
 
-from t2v_nb import attention
+from t2v_nb.families import unet
 from t2v_nb.attention import attention_layers, attention_points, capture, temporal_matrix, word_maps
 
 KINDS = ["3d", "motion"]
@@ -187,7 +187,7 @@ def test_chunked_computation_gives_the_same_maps(monkeypatch):
     pipe = tiny_pipe()
     whole = pipe.start("a red circle", record="all", **SMALL)
     whole.step()
-    monkeypatch.setattr(attention, "_CHUNK", 1)  # one row at a time
+    monkeypatch.setattr(unet, "_CHUNK", 1)  # one row at a time
     rows = pipe.start("a red circle", record="all", **SMALL)
     rows.step()
     for name in attention_points(pipe):

@@ -79,8 +79,8 @@ def test_cogvideox_1_5_is_refused_with_a_clear_message():
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(num_frames=8), r"4k \+ 1.*got 8; try num_frames=5 or 9"),
-    (dict(num_frames=10), r"try num_frames=9 or 13"),
+    (dict(num_frames=8), r"4k \+ 1.*got 8; try num_frames=5 or num_frames=9"),
+    (dict(num_frames=10), r"try num_frames=9 or num_frames=13"),
     (dict(num_frames=0), r"got 0"),
     (dict(height=20), r"multiples of 8.*height is 20; try height=16 or 24"),
     (dict(width=12), r"multiples of 8.*width is 12; try width=8 or 16"),
@@ -202,3 +202,11 @@ def test_interrupt_resume_and_branch_with_cogvideox_dpm_which_keeps_its_previous
     assert torch.equal(again.latents, plain.latents)
     other = plain.branch(2, guidance_scale=2.0).finish(progress=False)
     assert not torch.equal(other.latents, plain.latents)
+
+
+def test_the_familys_fit_preview_equals_fit_preview(pipe):
+    torch.manual_seed(0)
+    latents = torch.randn(2, 4, 3, 6, 4)
+    a, b = pipe.family.fit_preview(latents), cog.fit_preview(pipe.vae, latents)
+    np.testing.assert_allclose(a.matrix, b.matrix, atol=1e-4)
+    np.testing.assert_allclose(a.bias, b.bias, atol=1e-4)

@@ -15,7 +15,7 @@ import torch
 
 from t2v_nb.attention import attention_layers
 
-FAMILY_MODULES = ["tiny_modelscope", "tiny_toy", "tiny_animatediff", "tiny_wan", "tiny_cogvideox"]
+FAMILY_MODULES = ["tiny_modelscope", "tiny_toy", "tiny_animatediff", "tiny_wan", "tiny_cogvideox", "tiny_ltx"]
 PROMPT = "a red circle moving right"
 
 
@@ -180,3 +180,11 @@ def test_check_inputs_is_keyword_only_and_draws_no_seed(fam, pipe):
         pipe.check_inputs("a", "")  # positional arguments are refused
     assert pipe.check_inputs(prompt="a", **fam.SMALL)["seed"] is None  # the seed is drawn by start(), not here
     assert isinstance(pipe.start("a", **fam.SMALL).params["seed"], int)
+
+
+def test_fit_preview_gives_one_colour_per_latent_pixel(fam, pipe):
+    run = pipe.start(PROMPT, seed=0, **fam.SMALL).finish(progress=False)
+    latents = torch.cat([run.latents, torch.randn_like(run.latents)])  # [2, C, F', h, w]
+    preview = pipe.family.fit_preview(latents, "test")
+    C, F, h, w = latents.shape[1:]
+    assert preview.matrix.shape == (C, 3) and preview(latents).shape == (2, F, h, w, 3)

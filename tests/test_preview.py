@@ -145,3 +145,11 @@ def test_guidance_parts_recombine():
     no_cfg = pipe.start("a", guidance_scale=1.0, **{k: v for k, v in SMALL.items()}).finish(progress=False)
     with pytest.raises(ValueError, match="no guidance"):
         guidance_parts(no_cfg, 0)
+
+
+def test_the_familys_fit_equals_fit_linear_preview_for_a_2d_vae():
+    pipe = tiny_pipe()
+    latents = torch.randn(2, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    a, b = pipe.family.fit_preview(latents), fit_linear_preview(pipe.vae, latents)
+    np.testing.assert_allclose(a.matrix, b.matrix, atol=1e-4)
+    np.testing.assert_allclose(a.bias, b.bias, atol=1e-4)

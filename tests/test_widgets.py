@@ -278,7 +278,7 @@ def test_the_empty_prompt_with_attention_draws_its_results(previewed):
     assert studio.error is None, studio.error_traceback
 
 
-@pytest.mark.parametrize("family", ["tiny_wan", "tiny_cogvideox"])
+@pytest.mark.parametrize("family", ["tiny_wan", "tiny_cogvideox", "tiny_ltx"])
 def test_the_studio_runs_a_diffusion_transformer_with_attention(family):
     # One picture per latent frame (4 video frames each, after the first) is shown for each of its video frames.
     import importlib

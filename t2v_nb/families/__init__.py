@@ -22,9 +22,12 @@ Families, in the order they were added:
     animatediff     AnimateDiff: a Stable Diffusion UNet + motion modules (UNetMotionModel, MotionAdapter)
     cogvideox       CogVideoX 1.0 (2b, 5b): a diffusion transformer with joint text-video attention, T5, a 3-D VAE
     wan             Wan 2.1: a flow-matching diffusion transformer (WanTransformer3DModel, UMT5, AutoencoderKLWan)
+    ltx             LTX-Video 0.9: one token per latent voxel of a 1:192 VAE, a size-dependent flow shift, a
+                    denoising decoder (LTXVideoTransformer3DModel, T5, AutoencoderKLLTXVideo)
 
-Adding one: a new module with a `Family` subclass, an entry in `FAMILIES` below, presets in
-`t2v_nb.models`, and the contract tests (`tests/test_families.py`) parametrized over its tiny components.
+Adding one: a new module with a `Family` subclass (the contract is at the top of `t2v_nb.families.base`;
+`t2v_nb.families.ltx` was added that way, touching nothing else but the entry in `FAMILIES` below and its
+preset in `t2v_nb.models`), and a tests/tiny_<name>.py for the contract tests (`tests/test_families.py`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ FAMILIES: dict[str, str] = {
     "animatediff": "t2v_nb.families.animatediff:AnimateDiffFamily",
     "cogvideox": "t2v_nb.families.cogvideox:CogVideoXFamily",
     "wan": "t2v_nb.families.wan:WanFamily",
+    "ltx": "t2v_nb.families.ltx:LTXFamily",
 }
 
 

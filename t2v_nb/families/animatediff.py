@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .base import Family
-from .modelscope import CLIP_TEXT, CLIP_TOKENIZERS, SD_VAE
+from .modelscope import CLIP_TEXT, CLIP_TOKENIZERS, SD_VAE, UNET_SETTINGS
 
 __all__ = ["AnimateDiffFamily"]
 
@@ -47,6 +47,9 @@ class AnimateDiffFamily(Family):
             finally:
                 logging.set_verbosity(level)
         return parts
+
+    def default_settings(self) -> dict:
+        return {**super().default_settings(), **UNET_SETTINGS}
 
     @property
     def max_frames(self) -> int | None:

@@ -1,26 +1,81 @@
 """`Family`: the seam between the one denoising loop and what each kind of model does its own way.
 
+The contract. The loop (`t2v_nb.pipeline`) holds no fact about any model; it asks the family, in this order:
+
+    components    `slots` / `optional_slots` (slot -> allowed (library, class)), `accepts`, `prepare`,
+                  `denoiser_slot` ("unet" or "transformer"); `StepwisePipeline(unet=... | transformer=...)`
+    defaults      `default_settings()`: all of height, width, num_frames, num_inference_steps,
+                  guidance_scale, fps (a preset or model directory overrides them)
+    inputs        `check_size` (ValueErrors that name the nearest valid values), `max_frames`
+    text          `clean_prompt`, `text_length`, `tokenize` -> `TokenizedText`, `encode(ids, mask)`
+    token display `word(token)`: what a learner reads ("red</w>", "\u2581red" -> "red", via `split_token`,
+                  which `t2v_nb.viz` shows too), `is_special`
+    schedulers    `schedulers`: short names it adds; `set_timesteps(scheduler, n, latent_shape, device)`:
+                  how the schedule is set, e.g. with the pipeline's own `sigmas` and a size-dependent
+                  shift `mu` (LTX-Video); `scheduler_step`: one `scheduler.step` -> (x_{t-1}, x0)
+    latents       `latent_shape`, `latent_dtype`, `initial_noise` (in the diffusers pipeline's draw order),
+                  `to_scheduler` / `from_scheduler` (the layout the scheduler sees), `after_step`
+    one step      `predict(...)` -> (uncond or None, text) in [B, C, F', h, w] (batched or not, marking
+                  each model call with `branch(...)` for attention capture); `guide(uncond, text, g)`:
+                  how the branches combine (default uncond + g (text - uncond))
+    decoding      `decode(latents, frames, chunk_size, generator)` -> [B, F, H, W, 3] in [0, 1]
+                  (`generator`: the run's, for a decoder that draws noise), `decode_settings()` for the
+                  run's record, `encode_video`, `decoded_frames`, `latent_index`
+    attention     `attention_modules()` -> (kind, path, module), `attention_resolution`,
+                  `attention_observers(layers, run)` / `attention_observer(...)`: objects whose
+                  `measure(attn, x, args, kwargs, half)` reads one layer's map in bounded memory
+                  (`ATTENTION_CHUNK` scores at a time)
+    previews      `default_preview()`: linear latent -> RGB factors for this VAE (a cited reference), or
+                  None; fits go through `t2v_nb.preview.least_squares`
+
 The defaults here are those of a latent video UNet in the Stable Diffusion line (ModelScope,
 AnimateDiff): a CLIP tokenizer and text encoder (77 tokens, no attention mask), latents
 [B, C, F, h, w] with no temporal compression, one batched model call for both guidance branches
 ([uncond, text]), a 2-D VAE that decodes frame by frame after dividing by `scaling_factor`, and
-attention layers found by walking the UNet's attention processors. A family for another kind of
-model overrides what differs (see `t2v_nb.families.wan` for a diffusion transformer).
+attention layers found by walking the UNet's attention processors (`t2v_nb.families.unet`). A family
+for another kind of model overrides what differs: read one family module next to this one (`wan` for a
+diffusion transformer with cross-attention, `ltx` for one with packed tokens and a denoising decoder);
+`t2v_nb.families.causal` has what causal video VAEs share.
 
 Every method works on the pipeline's components (`self.pipe.tokenizer`, `self.denoiser`, ...); none
-keeps per-run state, so one family object serves every run of its pipeline.
+keeps per-run state (caches that depend only on sizes are fine), so one family object serves every run
+of its pipeline. What a run must carry lives on the run's own scheduler or in the step's observers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import warnings
 from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 
-__all__ = ["Family", "TokenizedText", "nearest_multiple"]
+__all__ = ["Family", "TokenizedText", "nearest_multiple", "split_token", "ATTENTION_CHUNK"]
+
+# How the tokenizers of the families mark words (one place: `Family.word` and the token tables of `t2v_nb.viz`)
+WORD_END = "</w>"  # CLIP's BPE: "red</w>" ends a word
+WORD_START = "\u2581"  # SentencePiece (T5, UMT5): "\u2581red" starts a word
+# the tokenizers' markers, told from their text alone: CLIP's <|startoftext|>, T5's </s> and <pad>, BERT's [CLS]
+# short names for the start and end markers of the tokenizers the families use (CLIP's, T5's), for token tables
+MARKER_NAMES = {"<|startoftext|>": "<start>", "<|endoftext|>": "<end>", "</s>": "<end>"}
+SPECIAL_TOKEN = re.compile(r"^<\|.*\|>$|^<(s|/s|pad|bos|eos)>$|^\[(CLS|SEP|PAD)\]$")
+
+
+def split_token(token: str) -> tuple[str, str]:
+    """(the word part, "end" | "start" | "") of a token: "red</w>" -> ("red", "end") (CLIP), "\u2581red" ->
+    ("red", "start") (T5), "ed" -> ("ed", ""). A lone marker is a word of its own: "\u2581" -> ("\u2581", "")."""
+    if token.endswith(WORD_END) and len(token) > len(WORD_END):
+        return token[: -len(WORD_END)], "end"
+    if token.startswith(WORD_START) and len(token) > len(WORD_START):
+        return token[len(WORD_START):], "start"
+    return token, ""
+
+
+# The most float32 attention scores (rows x heads x keys) an observer computes at once: bounds the extra memory
+# of measuring one layer (64 MiB), whatever the video size.
+ATTENTION_CHUNK = 2**24
 
 Branch = Callable[[str], ContextManager]  # branch("text" | "uncond" | "both") marks a model call for attention capture
 
@@ -53,6 +108,8 @@ class Family:
     temporal_factor = 1  # video frames per latent frame
     # Transformers whose attention runs over frames, not pixels (diffusers class names).
     temporal_transformer_types: tuple[str, ...] = ()
+    # short scheduler names this family adds to `t2v_nb.schedulers.SCHEDULERS`: name -> (diffusers class, config)
+    schedulers: dict[str, tuple[str, dict]] = {}
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -109,9 +166,11 @@ class Family:
         return int(sample) * self.spatial_factor, int(sample) * self.spatial_factor
 
     def default_settings(self) -> dict:
-        """Defaults for `start()` this kind of model needs on top of the pipeline's (num_frames, steps, guidance,
-        fps) when no preset gives them, e.g. a frame count its VAE can take. Default: none."""
-        return {}
+        """`start()`'s defaults when neither a preset nor the model directory gives them: all of height, width,
+        num_frames, num_inference_steps, guidance_scale and fps (the pipeline refuses a family that leaves one
+        out). Here only the size (`default_size`); each family adds the rest, as its model card gives them."""
+        height, width = self.default_size()
+        return {"height": height, "width": width}
 
     @property
     def max_frames(self) -> int | None:
@@ -177,13 +236,24 @@ class Family:
         return self.pipe.text_encoder(ids)[0]
 
     def word(self, token: str) -> str:
-        """A token as a learner reads it: CLIP's word end "red</w>" -> "red"."""
-        return token.removesuffix("</w>")
+        """A token as a learner reads it: CLIP's word end "red</w>" -> "red", T5's word start "\u2581red" -> "red"."""
+        return split_token(token)[0]
 
     def is_special(self, token: str) -> bool:
         return token in set(self.pipe.tokenizer.all_special_tokens)
 
     # ------------------------------------------------------------------ stage 2: latents and the model
+
+    def set_timesteps(self, scheduler, num_inference_steps: int, latent_shape: tuple, device) -> None:
+        """Set the run's scheduler to `num_inference_steps` steps, as the family's pipeline does it. `latent_shape`
+        is (C, F', h, w): a schedule may depend on the size (LTX-Video shifts its sigmas by `mu`, a function of
+        the token count, and passes its own `sigmas`). Default: `scheduler.set_timesteps(n, device=device)`."""
+        scheduler.set_timesteps(num_inference_steps, device=device)
+
+    def guide(self, uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+        """Classifier-free guidance: the two branches' outputs [B, C, F', h, w] -> the one the scheduler gets.
+        Default (every family so far): uncond + scale * (cond - uncond)."""
+        return uncond + scale * (cond - uncond)
 
     def latent_dtype(self) -> torch.dtype:
         """The dtype the latents are kept in between steps (ModelScope: the model's; Wan: float32)."""
@@ -218,6 +288,14 @@ class Family:
     def after_step(self, next_latents: torch.Tensor, text) -> torch.Tensor:
         """x_{t-1} as the family's pipeline keeps it between steps (default: as the scheduler returns it)."""
         return next_latents
+
+    def scheduler_step(self, scheduler, model_output: torch.Tensor, t, sample: torch.Tensor, i: int,
+                       params: set[str], *, generator=None, eta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """One `scheduler.step`, called exactly once -> (x_{t-1}, predicted x0), both in the scheduler's layout.
+        `params` are the keyword names `scheduler.step` takes. Default: `t2v_nb.schedulers.step`."""
+        from ..schedulers import step
+
+        return step(scheduler, model_output, t, sample, i, params, generator=generator, eta=eta)
 
     def to_scheduler(self, x: torch.Tensor) -> torch.Tensor:
         """The layout in which the family's pipeline hands latents to `scheduler.step` (default: as is)."""
@@ -262,9 +340,11 @@ class Family:
         z = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor  # [B*F, C, h, w]
         return z.unflatten(0, (B, F)).permute(0, 2, 1, 3, 4).to(self.latent_dtype())  # [B, C, F, h, w]
 
-    def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """[B, C, F, h, w] latents -> float32 [B, F, H, W, 3] in [0, 1]: frame by frame with the 2-D VAE,
-        `chunk_size` frames at a time (all at once by default; one at a time after a GPU out-of-memory error)."""
+        `chunk_size` frames at a time (all at once by default; one at a time after a GPU out-of-memory error).
+        `generator` is for decoders that draw noise (LTX-Video); this one does not."""
         vae = self.pipe.vae
         B, C, F, h, w = latents.shape
         index = list(range(F)) if frames is None else [int(f) for f in frames]
@@ -282,6 +362,11 @@ class Family:
         images = images.reshape(B, len(index), *images.shape[1:]).float()  # [B, F, 3, H, W] in [-1, 1]
         return (images / 2 + 0.5).clamp(0, 1).permute(0, 1, 3, 4, 2)  # [B, F, H, W, 3]
 
+    def decode_settings(self) -> dict:
+        """The decoder's own settings a run's record should show ({} when it has none; LTX-Video: its decode
+        timestep and decode noise scale)."""
+        return {}
+
     # ------------------------------------------------------------------ attention
 
     def attention_modules(self) -> Iterator[tuple[str, str, Any]]:
@@ -298,9 +383,16 @@ class Family:
                 yield "cross", path, module  # a spatial transformer's attn2: pixels x tokens
             # spatial self-attention (pixels x pixels) is not a hook point
 
+    def attention_observers(self, layers: list[tuple[str, str, Any]], run) -> list:
+        """One observer per (kind, hook name, module) in `layers`, for one step of `run` (made anew each step, so
+        observers of the same step may share what they compute, as CogVideoX's two views of one layer do).
+        Default: `attention_observer` for each."""
+        return [self.attention_observer(kind, name, module, run) for kind, name, module in layers]
+
     def attention_observer(self, kind: str, name: str, module, run):
-        """A callable(module, hidden_states, *args, **kwargs) -> map, measuring one layer's attention."""
-        from ..attention import UNetObserver
+        """An object whose `measure(attn, hidden_states, args, kwargs, half)` returns one layer's map for the
+        hook point `name` (`half`: keep the prompt's half of a batched [uncond, text] call)."""
+        from .unet import UNetObserver
 
         return UNetObserver(kind, name, run)
 
@@ -326,6 +418,23 @@ class Family:
     def default_preview(self):
         """Linear latent -> RGB factors known for this family's VAE, or None."""
         return None
+
+    @torch.no_grad()
+    def fit_preview(self, latents: torch.Tensor, source: str = ""):
+        """Fit a `LinearPreview` on this VAE's own decodes (`decode`) of the loop's latents [N, C, F', h, w]: each
+        latent frame is matched with the mean of the video frames it decodes to (`latent_index`), averaged down
+        to the latent grid, and `t2v_nb.preview.least_squares` finds the [C, 3] matrix and bias. For any family;
+        `t2v_nb.preview.fit_linear_preview` adds weighting options for 2-D VAEs."""
+        from ..preview import least_squares
+
+        N, C, F, h, w = latents.shape
+        video = self.decode(latents.to(self.pipe.device)).cpu()  # [N, F_video, H, W, 3] in [0, 1]
+        owner = torch.tensor([self.latent_index(f) for f in range(video.shape[1])])  # [F_video]: its latent frame
+        per_latent = torch.stack([video[:, owner == k].mean(1) for k in range(F)], 1)  # [N, F', H, W, 3]
+        colours = torch.nn.functional.adaptive_avg_pool2d(per_latent.flatten(0, 1).permute(0, 3, 1, 2), (h, w))
+        X = latents.float().cpu().permute(0, 2, 3, 4, 1).reshape(-1, C).numpy()  # [P, C]
+        Y = colours.permute(0, 2, 3, 1).reshape(-1, 3).numpy()  # [P, 3]
+        return least_squares(X, Y, source)
 
 
 @contextlib.contextmanager

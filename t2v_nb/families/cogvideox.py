@@ -31,32 +31,33 @@ What differs from a UNet:
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Iterator
 
 import torch
 
+from .base import ATTENTION_CHUNK as _CHUNK
 from .base import Family
+from .causal import CausalFrames, decode_clip
 
 __all__ = ["CogVideoXFamily", "JointObserver", "joint_views", "fit_preview"]
 
-_CHUNK = 2**24  # most per-head scores computed at once: bounds the extra memory of one layer's maps
 
 T5_TOKENIZERS = {("transformers", "T5Tokenizer"), ("transformers", "T5TokenizerFast")}
 
 
-class CogVideoXFamily(Family):
+class CogVideoXFamily(CausalFrames, Family):
     name = "cogvideox"
     pipeline_classes = ("CogVideoXPipeline",)
     slots = {"tokenizer": T5_TOKENIZERS, "text_encoder": {("transformers", "T5EncoderModel")},
              "transformer": {("diffusers", "CogVideoXTransformer3DModel")},
              "vae": {("diffusers", "AutoencoderKLCogVideoX")}}
     denoiser_slot = "transformer"
+    schedulers = {"cogvideox-ddim": ("CogVideoXDDIMScheduler", {}),  # v-prediction with CogVideoX's SNR shift
+                  "cogvideox-dpm": ("CogVideoXDPMScheduler", {})}
 
     def __init__(self, pipe):
         super().__init__(pipe)
         self._rope_cache: dict[tuple, Any] = {}  # (h, w, F', device) -> (cos, sin): depends only on sizes
-        self._joint_memo: tuple | None = None  # one layer's other view, when both views of it are wanted
 
     @classmethod
     def prepare(cls, parts: dict[str, Any]) -> dict[str, Any]:
@@ -91,16 +92,11 @@ class CogVideoXFamily(Family):
 
     def default_settings(self) -> dict:
         # the model card's: 49 frames (13 latent frames, the transformer's sample_frames), 50 steps, guidance 6, 8 fps
-        return {"num_frames": int(self.denoiser.config.get("sample_frames") or 49), "num_inference_steps": 50,
-                "guidance_scale": 6.0, "fps": 8.0}
+        return {**super().default_settings(), "num_frames": int(self.denoiser.config.get("sample_frames") or 49),
+                "num_inference_steps": 50, "guidance_scale": 6.0, "fps": 8.0}
 
     def check_size(self, num_frames: int, height: int, width: int) -> None:
-        k = self.temporal_factor
-        if num_frames < 1 or (num_frames - 1) % k:
-            lower = max(1, (num_frames - 1) // k * k + 1)
-            hint = f"num_frames={lower} or {lower + k}" if num_frames > 1 else f"num_frames=1 or {1 + k}"
-            raise ValueError(f"num_frames must be {k}k + 1 (1, {1 + k}, {1 + 2 * k}, ... 49): the VAE turns the first "
-                             f"frame and then each {k} frames into one latent frame; got {num_frames}; try {hint}.")
+        self.check_frames(num_frames, "CogVideoX")
         m, f, p = self.size_multiple, self.spatial_factor, self.patch_size
         for name, v in (("height", height), ("width", width)):
             if v % m or v < m:
@@ -116,24 +112,11 @@ class CogVideoXFamily(Family):
                                  f"at {W}x{H} only; got {num_frames} frames at {width}x{height}; use "
                                  f"num_frames={c.sample_frames}, height={H}, width={W}.")
 
-    def latent_frames(self, num_frames: int) -> int:
-        return (num_frames - 1) // self.temporal_factor + 1
-
-    def decoded_frames(self, latent_frames: int) -> int:
-        return (latent_frames - 1) * self.temporal_factor + 1
-
-    def latent_index(self, frame: int) -> int:
-        """The latent frame that video frame `frame` comes from (frame 0 -> 0, frames 1-4 -> 1, ...)."""
-        return 0 if frame == 0 else (frame - 1) // self.temporal_factor + 1
-
     # ------------------------------------------------------------------ text
 
     @property
     def text_length(self) -> int:
         return int(self.denoiser.config.max_text_seq_length)  # 226 on CogVideoX; the pipeline pads to it
-
-    def word(self, token: str) -> str:
-        return token.removeprefix("\u2581") or token  # T5's word start "\u2581red" -> "red"
 
     # ------------------------------------------------------------------ latents and the model
 
@@ -187,6 +170,19 @@ class CogVideoXFamily(Family):
                             image_rotary_emb=self.rotary_embedding(h, w, F, z.device), return_dict=False)[0]
         return out.float().permute(0, 2, 1, 3, 4)
 
+    def scheduler_step(self, scheduler, model_output, t, sample, i, params, *, generator=None, eta=0.0):
+        """CogVideoX's DPM scheduler takes its previous x0 and the previous timestep too (as the pipeline calls it);
+        the previous x0 is kept on the run's own scheduler, so `save_state` / `restore_state` cover it."""
+        if "old_pred_original_sample" not in params:
+            return super().scheduler_step(scheduler, model_output, t, sample, i, params, generator=generator, eta=eta)
+        from ..schedulers import step_kwargs
+
+        back = scheduler.timesteps[i - 1] if i > 0 else None
+        prev, x0 = scheduler.step(model_output, getattr(scheduler, "t2v_nb_old_x0", None), t, back, sample,
+                                  return_dict=False, **step_kwargs(params, generator, eta))
+        scheduler.t2v_nb_old_x0 = x0
+        return prev, x0
+
     def after_step(self, next_latents: torch.Tensor, text) -> torch.Tensor:
         return next_latents.to(text.embeddings.dtype)  # the pipeline keeps latents in the embeddings' dtype
 
@@ -205,22 +201,15 @@ class CogVideoXFamily(Family):
         pixels = self._pixels(video).permute(0, 4, 1, 2, 3).to(vae.device, vae.dtype) * 2 - 1  # [B, 3, F, H, W]
         return (vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor).to(self.latent_dtype())
 
-    def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """[B, C, F', h, w] -> float32 [B, F, H, W, 3] in [0, 1], F = 4(F' - 1) + 1. The causal 3-D VAE decodes
         the whole clip (it carries state from frame to frame; internally 2 latent frames at a time); `frames`
         then picks video frames. `chunk_size` is not used. After a GPU out-of-memory error it retries with
         the VAE's tiling on (`vae.enable_tiling()`), which stays on."""
         vae = self.pipe.vae
         z = (latents / vae.config.scaling_factor).to(vae.device, vae.dtype)  # [B, C, F', h, w]
-        try:
-            video = vae.decode(z).sample  # [B, 3, F, H, W] in [-1, 1]
-        except torch.OutOfMemoryError:
-            if getattr(vae, "use_tiling", True):
-                raise
-            torch.cuda.empty_cache()
-            warnings.warn("Out of GPU memory decoding the clip; decoding again in tiles (vae.enable_tiling()).")
-            vae.enable_tiling()
-            video = vae.decode(z).sample
+        video = decode_clip(vae, lambda: vae.decode(z).sample)  # [B, 3, F, H, W] in [-1, 1]
         video = (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 4, 1)  # [B, F, H, W, 3]
         if frames is not None:
             video = video[:, [int(f) for f in frames]]
@@ -236,8 +225,12 @@ class CogVideoXFamily(Family):
             yield "cross", path, block.attn1
             yield "temporal", path, block.attn1
 
+    def attention_observers(self, layers, run) -> list:
+        memo: dict = {}  # this step's: a layer's other view, when both views of it are wanted
+        return [JointObserver(self, kind, name, run, memo) for kind, name, _ in layers]
+
     def attention_observer(self, kind: str, name: str, module, run):
-        return JointObserver(self, kind, name, run)
+        return JointObserver(self, kind, name, run, {})
 
     def attention_resolution(self, path: str, h: int, w: int) -> tuple[int, int]:
         return h // self.patch_size, w // self.patch_size  # the patch grid of one latent frame
@@ -330,18 +323,19 @@ class JointObserver:
     """Reads `attn.cross.*` or `attn.temporal.*` of one CogVideoX block from its joint attention.
 
     When both views of a layer are wanted, the first one measured computes both in one pass and leaves
-    the other for the second (the two wrappers see the same hidden-states tensor)."""
+    the other for the second in `memo`, a dict the step's observers share (the two wrappers see the same
+    hidden-states tensor)."""
 
-    def __init__(self, family: CogVideoXFamily, kind: str, name: str, run):
+    def __init__(self, family: CogVideoXFamily, kind: str, name: str, run, memo: dict):
         _, _, F, h, w = run.latents.shape
-        self.family, self.kind, self.frames = family, kind, F
+        self.kind, self.frames, self.memo = kind, F, memo
         self.grid = family.attention_resolution(name, h, w)
         self.other = "temporal" if kind == "cross" else "cross"
         sibling = f"attn.{self.other}.{name.split('.', 2)[2]}"
         self.both = run.trace.wants(sibling) or sibling in set(run.hooks.names())
 
     def measure(self, attn, x: torch.Tensor, args: tuple, kwargs: dict, half: bool) -> torch.Tensor:
-        memo, self.family._joint_memo = self.family._joint_memo, None
+        memo = self.memo.pop("joint", None)
         if memo is not None and memo[0] is x and memo[1] == self.kind:
             return memo[2]
         given = dict(zip(("encoder_hidden_states", "attention_mask", "image_rotary_emb"), args), **kwargs)
@@ -350,7 +344,7 @@ class JointObserver:
         views = (self.kind, self.other) if self.both else (self.kind,)
         got = read_joint(attn, text, video, given.get("image_rotary_emb"), self.frames, self.grid, views)
         if self.both:
-            self.family._joint_memo = (x, self.other, got[self.other])
+            self.memo["joint"] = (x, self.other, got[self.other])
         return got[self.kind]
 
 
@@ -418,9 +412,7 @@ def fit_preview(vae, latents: torch.Tensor, source: str = ""):
     later one; each latent frame is matched with the mean of its video frames, pooled to the latent grid,
     and least squares finds the [C, 3] matrix and bias.
     """
-    import numpy as np
-
-    from ..preview import LinearPreview
+    from ..preview import least_squares
 
     N, C, F, h, w = latents.shape
     k = int(vae.config.temporal_compression_ratio)
@@ -431,6 +423,4 @@ def fit_preview(vae, latents: torch.Tensor, source: str = ""):
     colours = torch.nn.functional.adaptive_avg_pool3d(per_latent, (F, h, w))  # [N, 3, F', h, w]
     X = latents.float().cpu().permute(0, 2, 3, 4, 1).reshape(-1, C).numpy()  # [P, C]
     Y = colours.permute(0, 2, 3, 4, 1).reshape(-1, 3).numpy()  # [P, 3]
-    X1 = np.concatenate([X, np.ones((len(X), 1), np.float32)], axis=1)
-    sol, *_ = np.linalg.lstsq(X1, Y, rcond=None)  # [C + 1, 3]
-    return LinearPreview(sol[:C].astype(np.float32), sol[C].astype(np.float32), source)
+    return least_squares(X, Y, source)

@@ -13,11 +13,13 @@ import torch
 
 from .base import Family
 
-__all__ = ["ModelScopeFamily"]
+__all__ = ["ModelScopeFamily", "sd_vae_preview"]
 
 CLIP_TOKENIZERS = {("transformers", "CLIPTokenizer"), ("transformers", "CLIPTokenizerFast")}
 CLIP_TEXT = {("transformers", "CLIPTextModel")}
 SD_VAE = {("diffusers", "AutoencoderKL")}
+# ModelScope's settings (16 frames at 8 fps, 25 steps, guidance 9), also AnimateDiff's until it has its own
+UNET_SETTINGS = {"num_frames": 16, "num_inference_steps": 25, "guidance_scale": 9.0, "fps": 8.0}
 
 
 class ModelScopeFamily(Family):
@@ -26,6 +28,9 @@ class ModelScopeFamily(Family):
     slots = {"tokenizer": CLIP_TOKENIZERS, "text_encoder": CLIP_TEXT,
              "unet": {("diffusers", "UNet3DConditionModel")}, "vae": SD_VAE}
     temporal_transformer_types = ("TransformerTemporalModel",)
+
+    def default_settings(self) -> dict:
+        return {**super().default_settings(), **UNET_SETTINGS}
 
     def to_scheduler(self, x: torch.Tensor) -> torch.Tensor:
         B, C, F, h, w = x.shape
@@ -39,7 +44,21 @@ class ModelScopeFamily(Family):
         vae = self.pipe.vae.config
         sd = vae.latent_channels == 4 and list(vae.block_out_channels) == [128, 256, 512, 512]
         if sd and abs(vae.scaling_factor - 0.18215) < 1e-6:
-            from ..preview import sd_vae_preview
-
             return sd_vae_preview()  # the SD-family VAE of ModelScope / ZeroScope
         return None
+
+
+def sd_vae_preview():
+    """Factors for the Stable-Diffusion-family VAE (ModelScope and ZeroScope use it), on scaled latents.
+
+    These are ComfyUI's published SD1.5 `latent_rgb_factors` (which map to [-1, 1]), rescaled to
+    [0, 1] — a known reference, not fitted by t2v_nb. Refit them for a model with
+    `fit_linear_preview(pipe.vae, latents)` on a GPU.
+    """
+    import numpy as np
+
+    from ..preview import LinearPreview
+
+    to_pm1 = np.array([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
+                       [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]], np.float32)
+    return LinearPreview(to_pm1 / 2, np.full(3, 0.5, np.float32), "ComfyUI SD1.5 latent_rgb_factors (reference)")

@@ -27,18 +27,18 @@ is refused with a ValueError.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
-from .base import Family, nearest_multiple
+from .base import ATTENTION_CHUNK as _CHUNK
+from .base import Family
+from .causal import CausalFrames, decode_clip
 
 __all__ = ["WanFamily", "WanObserver", "wan21_preview", "MAX_SEQUENCE_LENGTH"]
 
 MAX_SEQUENCE_LENGTH = 512  # WanPipeline.__call__'s default max_sequence_length: L for every Wan model
-_CHUNK = 2**24  # most float32 scores (heads x query rows x keys) one attention measurement holds at once
 
 # ComfyUI's published Wan 2.1 latent -> RGB factors (comfy/latent_formats.py, class Wan21), applied there to
 # the normalized latents (z - mean) / std; they map to RGB in [-1, 1].
@@ -67,7 +67,7 @@ def wan21_preview():
     return LinearPreview(m / 2, b / 2 + 0.5, "ComfyUI Wan21 latent_rgb_factors (reference), on normalized latents")
 
 
-class WanFamily(Family):
+class WanFamily(CausalFrames, Family):
     name = "wan"
     pipeline_classes = ("WanPipeline",)
     slots = {"tokenizer": {("transformers", "T5Tokenizer"), ("transformers", "T5TokenizerFast")},
@@ -132,12 +132,8 @@ class WanFamily(Family):
         return self.decoded_frames(positions)
 
     def check_size(self, num_frames: int, height: int, width: int) -> None:
-        k = self.temporal_factor
-        if num_frames >= 1 and (num_frames - 1) % k:
-            lower = (num_frames - 1) // k * k + 1
-            raise ValueError(f"num_frames must be {k}k+1 (1, {1 + k}, {1 + 2 * k}, ..., 81) for Wan: its VAE packs "
-                             f"frame 0 alone and then {k} frames into each latent frame; got {num_frames}. Try "
-                             f"num_frames={lower} or num_frames={lower + k}.")
+        if num_frames >= 1:
+            self.check_frames(num_frames, "Wan")
         super().check_size(num_frames, height, width)
         positions = int(self.denoiser.config.rope_max_seq_len)  # RoPE positions along each axis
         for name, v, p in (("height", height, self.patch_size[1]), ("width", width, self.patch_size[2])):
@@ -146,12 +142,6 @@ class WanFamily(Family):
                 raise ValueError(f"{name}={v} needs {v // (self.spatial_factor * p)} patches along it, more than the "
                                  f"{positions} RoPE positions this transformer has (rope_max_seq_len); the largest "
                                  f"{name} is {most}.")
-
-    def latent_frames(self, num_frames: int) -> int:
-        return (num_frames - 1) // self.temporal_factor + 1
-
-    def decoded_frames(self, latent_frames: int) -> int:
-        return (latent_frames - 1) * self.temporal_factor + 1
 
     # ------------------------------------------------------------------ text
 
@@ -177,10 +167,6 @@ class WanFamily(Family):
         rows = [torch.cat([e[:k], e.new_zeros(out.shape[1] - k, out.shape[2])]) for e, k in zip(out, n.tolist())]
         return torch.stack(rows)  # [B, L, D], rows k.. are exactly 0
 
-    def word(self, token: str) -> str:
-        """A T5 word piece as a word: "\u2581red" (\u2581 marks a word start) -> "red"."""
-        return token[1:] if token.startswith("\u2581") and len(token) > 1 else token
-
     # ------------------------------------------------------------------ the model
 
     def latent_dtype(self) -> torch.dtype:
@@ -202,10 +188,6 @@ class WanFamily(Family):
                              return_dict=False)[0]
 
     # ------------------------------------------------------------------ decoding
-
-    def latent_index(self, frame: int) -> int:
-        """The latent frame that video frame `frame` comes from (frame 0 -> 0, frames 1-4 -> 1, ...)."""
-        return 0 if frame == 0 else (frame - 1) // self.temporal_factor + 1
 
     def encode_video(self, video) -> torch.Tensor:
         """[F, H, W, 3] or [B, F, H, W, 3] in [0, 1] -> normalized latents [B, C, F', h, w] ((z - latents_mean) /
@@ -229,7 +211,8 @@ class WanFamily(Family):
         return (torch.tensor(config.latents_mean).view(shape).to(like),
                 torch.tensor(config.latents_std).view(shape).to(like))
 
-    def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, frames=None, chunk_size: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
         """[B, 16, F', h, w] normalized latents -> float32 [B, F, H, W, 3] in [0, 1], F = 4 (F' - 1) + 1.
 
         The whole clip in one causal decode (`chunk_size` does not apply; on a GPU out-of-memory error it
@@ -246,15 +229,7 @@ class WanFamily(Family):
         z = latents[:, :, : self.latent_index(max(index)) + 1].to(vae.device, vae.dtype)  # [B, C, F'', h, w]
         mean, std = self._latent_stats(z)
         z = z / (1.0 / std) + mean  # the VAE's own latent space, as WanPipeline computes it (1 / std, then divide)
-        try:
-            video = vae.decode(z, return_dict=False)[0]  # [B, 3, F, H, W] in [-1, 1]
-        except torch.OutOfMemoryError:
-            if getattr(vae, "use_tiling", True):
-                raise
-            torch.cuda.empty_cache()
-            warnings.warn("Out of GPU memory decoding the clip; decoding again with VAE tiling (pipe.vae.enable_tiling()).")
-            vae.enable_tiling()
-            video = vae.decode(z, return_dict=False)[0]
+        video = decode_clip(vae, lambda: vae.decode(z, return_dict=False)[0])  # [B, 3, F, H, W] in [-1, 1]
         video = (video[:, :, index].float() / 2 + 0.5).clamp(0, 1)  # [B, 3, F, H, W]
         return video.permute(0, 2, 3, 4, 1)  # [B, F, H, W, 3]
 
