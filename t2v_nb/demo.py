@@ -4,7 +4,8 @@
 
 For each prompt it writes `<name>.mp4`, `<name>.mp4.json` (the run record: prompt, seed, every parameter,
 library versions), and `<name>_pred_x0.png` (the model's guess of the clean video at every step, one
-row per step, one column per frame). Runs offline on a CPU with the bundled toy-shapes model, then makes
+row per step, one column per frame); with `--html` also `<name>.html`, the run as one web page to scrub in any
+browser (`Run.to_html`). Runs offline on a CPU with the bundled toy-shapes model, then makes
 one more video of the first prompt with the bundled diffusion-transformer toy, toy-shapes-flow
 (`flow_<name>.*`), for comparison.
 """
@@ -39,6 +40,8 @@ def main(argv=None) -> int:
     p.add_argument("--flow-model", default="toy-shapes-flow",
                    help="also make the first prompt with this model, as flow_<name>.* (\"\" for none)")
     p.add_argument("--overwrite", action="store_true", help="replace files from an earlier demo")
+    p.add_argument("--html", action="store_true",
+                   help="also write <name>.html: the run as one web page to scrub in any browser (with word maps)")
     args = p.parse_args(argv)
 
     import t2v_nb
@@ -65,14 +68,15 @@ def _make(pipe, prompt: str, name: str, args) -> None:
     from t2v_nb import viz
 
     t0 = time.time()
-    run = pipe.start(prompt, seed=args.seed, **({} if args.guidance_scale is None else
-                                                {"guidance_scale": args.guidance_scale}))
+    run = pipe.start(prompt, seed=args.seed, record="all" if args.html else "default",
+                     **({} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}))
     run.finish(progress=False)
     video = run.decode()
     seconds = time.time() - t0
     png = name + "_pred_x0.png"
-    if os.path.exists(png) and not args.overwrite:
-        raise FileExistsError(f"{png} exists; pass --overwrite to replace it.")
+    for path in [png] + ([name + ".html"] if args.html else []):
+        if os.path.exists(path) and not args.overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it.")
     video.save(name + ".mp4", overwrite=args.overwrite)
     # The predicted clean latents of every step, decoded by the VAE: how the guess sharpens.
     x0 = run.trace["step.pred_x0"]  # [S, B, C, F', h, w]
@@ -82,7 +86,9 @@ def _make(pipe, prompt: str, name: str, args) -> None:
     model = pipe.source.get("preset") or pipe.source.get("source")
     fig = viz.steps_frames_grid(images, step_labels=labels, title=f"{model}: predicted clean video at each step: {prompt!r}")
     fig.savefig(png, dpi=80)
-    print(f"{model} {prompt!r}: {run.num_steps} steps in {seconds:.2f} s -> {name}.mp4, {name}.mp4.json, {png}")
+    page = run.to_html(name + ".html", overwrite=args.overwrite) if args.html else None
+    also = f", {name}.html ({page.nbytes / 1e6:.1f} MB)" if page else ""
+    print(f"{model} {prompt!r}: {run.num_steps} steps in {seconds:.2f} s -> {name}.mp4, {name}.mp4.json, {png}{also}")
 
 
 if __name__ == "__main__":

@@ -579,6 +579,15 @@ class Run:
             _warn_user(f"Decoding a partial run: {self.i} of {self.num_steps} steps done.")
         return Video(images[0].cpu().numpy(), fps=float(pipe.defaults["fps"]), record=self.record())
 
+    def to_html(self, path, *, overwrite: bool = False, **options):
+        """Write this run as one self-contained web page (step and frame sliders, previews, decodes, word maps,
+        the record) that opens in any browser with no kernel; returns the `t2v_nb.page.Page` (shown inline
+        in Jupyter). Options: `max_mb=15`, `decode=True`, `decode_every=None`, `title=None` (see
+        `t2v_nb.page.build`). A path that exists is replaced only with overwrite=True."""
+        from .page import export
+
+        return export(self, path, overwrite=overwrite, **options)
+
     def record(self) -> dict:
         """Everything needed to make this video again: parameters, scheduler, model, library versions,
         and every hook that changed or read a value (with the steps it fired at)."""

@@ -140,6 +140,9 @@ class Studio:
         self.frame_image = W.Image(format="png", layout=W.Layout(**natural))
         self.word_image = W.Image(format="png", layout=W.Layout(display="none", **natural))
         self.plot = W.Output(layout=W.Layout(min_width="300px"))
+        self.page_path = W.Text("t2v_run.html", description="page", layout=W.Layout(width="230px"), style=style)
+        self.export_button = W.Button(description="Save page", icon="download", disabled=True,
+                                      tooltip="Write the run as one web page that opens in any browser (Run.to_html)")
         for widget, name in [(self.run_button, "run"), (self.stop_button, "stop"), (self.continue_button, "continue"),
                              (self.progress, "progress"), (self.status, "status"), (self.message, "message"),
                              (self.prompt, "prompt"), (self.negative_prompt, "negative-prompt"), (self.seed, "seed"),
@@ -149,12 +152,14 @@ class Studio:
                              (self.view, "view"), (self.word, "word"),
                              (self.step_slider, "step-slider"), (self.frame_slider, "frame-slider"),
                              (self.play, "play"), (self.preview, "preview"), (self.frame_image, "frame"),
-                             (self.word_image, "words"), (self.plot, "plot")]:
+                             (self.word_image, "words"), (self.plot, "plot"), (self.page_path, "page-path"),
+                             (self.export_button, "export")]:
             widget.add_class(f"t2v-{name}")
 
         self.run_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
         self.continue_button.on_click(lambda _: self.resume())
+        self.export_button.on_click(lambda _: self.export())
         self.step_slider.observe(lambda _: self._redraw(), names="value")
         self.view.observe(lambda _: self._redraw(), names="value")
         self.word.observe(lambda _: self._redraw(), names="value")
@@ -168,7 +173,7 @@ class Studio:
                 self.scheduler, self.capture_attention, self.early_guidance),
             row(self.run_button, self.stop_button, self.continue_button, self.progress, self.status),
             self.message,
-            row(self.view, self.word),
+            row(self.view, self.word, self.page_path, self.export_button),
             row(self.step_slider, self.frame_slider, self.play),
             self.preview, self.word_image,
             row(self.frame_image, self.plot),
@@ -255,6 +260,27 @@ class Studio:
         self._say_error(None)
         self._launch(self.run)
         return self.run
+
+    def export(self, path: str | None = None, overwrite: bool = False):
+        """What Save page does: write the current run as one self-contained web page (`Run.to_html`) to `path`
+        (default: the page box's). Returns the `t2v_nb.page.Page`, or None (then `studio.error` says why)."""
+        if self.running or self.run is None or not self.run.i:
+            self._say_error("Nothing to save yet: press Run and let it do a step." if not self.running else
+                            "A run is in progress: press Stop first, or wait for it to end.")
+            return None
+        path = path or self.page_path.value
+        self._say_error(None)
+        try:
+            with _own_warnings() as notes:
+                page = self.run.to_html(path, overwrite=overwrite)
+        except Exception as e:  # noqa: BLE001 - shown in the studio, as every other failure
+            self._say_error(e, during="saving the page")
+            return None
+        self.message.value = "".join(
+            f"<div style='color:#050;background:#eefbe8;padding:4px 8px;margin:2px 0'>{html.escape(line)}</div>"
+            for line in [f"Saved {path} ({page.nbytes / 1e6:.1f} MB): open it in any browser, or send it; "
+                         f"it needs no Python."] + notes)
+        return page
 
     def close(self) -> None:
         """Stop the loop and the player, and close the widgets."""
@@ -363,7 +389,7 @@ class Studio:
         self.stop_button.disabled = not busy
         self.continue_button.disabled = busy or self.run is None or self.run.done or self.run.i == 0
         scrub = not busy and bool(self.steps)
-        for w in (self.view, self.step_slider, self.frame_slider, self.play):
+        for w in (self.view, self.step_slider, self.frame_slider, self.play, self.export_button):
             w.disabled = not scrub
         self.word.disabled = not scrub or not self._has_words
         if not busy:

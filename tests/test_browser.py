@@ -161,6 +161,7 @@ def _drive(page, url: str, tmp_path: Path) -> None:
     assert not any("VBox(" in t for t in outputs), "the widget manager is missing: the studio shows as text"
     assert any("toy-shapes: loads in seconds" in t for t in outputs), "the notebook did not load the toy model"
     print(f"notebook open and run in {time.monotonic() - t_start:.1f} s")
+    _inline_page_scrubs(page)
 
     # A first run of the real toy model (its own scheduler, DPM-Solver++), with attention, to the end.
     status = page.locator(".t2v-status")
@@ -226,6 +227,18 @@ def _drive(page, url: str, tmp_path: Path) -> None:
     assert not handle.is_disabled()
     _no_error_output(page)
     print(f"stopped after {done} of 400 steps; browser part took {time.monotonic() - t_start:.1f} s")
+
+
+def _inline_page_scrubs(page) -> None:
+    """The run exported by the notebook's last cell (`page` as a cell's value) shows inline, and its step slider
+    redraws in the browser alone: the kernel is not asked (no kernel message can draw inside the iframe)."""
+    inline = page.frame_locator(".jp-OutputArea-output iframe").first
+    inline.locator("body[data-drawn]").wait_for(timeout=30_000)
+    x0 = inline.locator("canvas[data-view='x0']")
+    assert x0.evaluate("c => c.dataset.step") == "19"
+    inline.locator("#t2v-step").focus()
+    inline.locator("#t2v-step").press("Home")
+    inline.locator("canvas[data-view='x0'][data-step='0']").wait_for(timeout=5_000)
 
 
 def _wait_idle(page, timeout_s: float) -> None:
