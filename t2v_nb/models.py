@@ -25,7 +25,12 @@ __all__ = ["Preset", "PRESETS", "load", "toy_model_dir", "choose_device", "choos
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """A named model: where it comes from and how it likes to be run."""
+    """A named model: where it comes from and how it likes to be run.
+
+    What its family does on loading (a text encoder loaded only to encode, a scheduler config over an assembled
+    model's base) is the family's (`t2v_nb.families.base.Family`): `text_first` and `scheduler_config` are
+    read-only properties that ask it.
+    """
 
     source: str  # hub id, or "bundled:<dir>" for a model shipped inside the package
     revision: str | None  # pinned hub revision; None for bundled models
@@ -39,11 +44,37 @@ class Preset:
     fps: float
     pickle_only: bool = False  # the repo ships only .bin (pickle) weights
     notes: str = ""
-    # more components from other repositories: slot -> (hub id, revision), e.g. AnimateDiff's motion adapter
+    # more components from other repositories: (slot, hub id, revision), e.g. AnimateDiff's motion adapter; each
+    # slot is one of the family's `optional_slots`, which gives its class
     extra: tuple[tuple[str, str, str | None], ...] = ()
-    scheduler_config: tuple[tuple[str, Any], ...] = ()  # settings over the repository's scheduler config
-    text_first: bool = False  # on a GPU, load the text encoder only to encode (see load's `text_first`)
     guidance_interval: tuple[float, float] | None = None  # timesteps where guidance applies (None: every step)
+    # its family (a name in `t2v_nb.families.FAMILIES`); `load` checks it against the classes model_index.json names
+    family: str | None = None
+
+    @property
+    def bundled(self) -> bool:
+        """Shipped inside the package (the toys), not downloaded."""
+        return self.source.startswith("bundled:")
+
+    @property
+    def text_first(self) -> bool:
+        """Whether `load` keeps the text encoder out of memory until it encodes, on a GPU (`load`'s `text_first`):
+        the family's `Family.text_first`, for a preset from the hub. Read-only: it was a field until the fact moved
+        to the family; pass `load(..., text_first=...)` to decide otherwise."""
+        from .families import family_named
+
+        return bool(self.family) and not self.bundled and family_named(self.family).text_first
+
+    @property
+    def scheduler_config(self) -> tuple[tuple[str, Any], ...]:
+        """Settings `load` puts over the base repository's scheduler config: the family's
+        `assembled_scheduler_config` when the preset assembles the model from parts (`extra`), else none.
+        Read-only: it was a field until the fact moved to the family."""
+        from .families import family_named
+
+        if not (self.family and self.extra):
+            return ()
+        return tuple(family_named(self.family).assembled_scheduler_config.items())
 
     def sampler_defaults(self) -> dict:
         """The sampler settings as a model directory carries them (model_index.json's "t2v_nb_defaults").
@@ -61,30 +92,33 @@ PRESETS: dict[str, Preset] = {
     "toy-shapes": Preset(
         source="bundled:toy/weights", revision=None, variant=None, height=64, width=64, num_frames=8,
         num_inference_steps=20, guidance_scale=3.0, scheduler="dpm++", fps=8.0,
+        family="modelscope",
         notes="Trained by t2v_nb's own script on moving shapes; CPU, offline. Same classes as ModelScope (UNet3DConditionModel)."),
     "toy-shapes-flow": Preset(
         source="bundled:toy/weights_flow", revision=None, variant=None, height=64, width=64, num_frames=8,
         num_inference_steps=20, guidance_scale=2.0, scheduler="euler", fps=8.0,
+        family="wan",
         notes="The same moving-shapes task with Wan 2.1's classes (WanTransformer3DModel, AutoencoderKLWan with no "
               "temporal compression, UMT5 encoder reading 16 tokens), trained with flow matching by t2v_nb's own "
               "script; CPU, offline. Loads with diffusers' WanPipeline too."),
     "modelscope-1.7b": Preset(
         source="ali-vilab/text-to-video-ms-1.7b", revision="8227dddca75a8561bf858d604cc5dae52b954d01", variant="fp16", height=256, width=256,
         num_frames=16, num_inference_steps=25, guidance_scale=9.0, scheduler="dpm++", fps=8.0,
+        family="modelscope",
         notes="License cc-by-nc-4.0 (non-commercial). Trained on data with the Shutterstock watermark, which "
               "shows in its videos. Formerly damo-vilab/text-to-video-ms-1.7b."),
     "zeroscope-v2-576w": Preset(
         source="cerspense/zeroscope_v2_576w", revision=None, variant=None, height=320, width=576,
         num_frames=24, num_inference_steps=40, guidance_scale=9.0, scheduler="dpm++", fps=8.0,
         pickle_only=True,
+        family="modelscope",
         notes="A ModelScope fine-tune without the watermark; made for 576x320 (its UNet config says 256). "
               "Ships only .bin (pickle) weights: load with allow_pickle=True if you trust the source."),
     "animatediff-v1-5-2": Preset(
         source="SG161222/Realistic_Vision_V5.1_noVAE", revision=None, variant=None, height=512, width=512,
         num_frames=16, num_inference_steps=25, guidance_scale=7.5, scheduler="ddim", fps=8.0,
         extra=(("motion_adapter", "guoyww/animatediff-motion-adapter-v1-5-2", None),),
-        scheduler_config=(("beta_schedule", "linear"), ("clip_sample", False), ("timestep_spacing", "linspace"),
-                          ("steps_offset", 1)),
+        family="animatediff",
         notes="AnimateDiff as in diffusers' docs: the v1-5-2 motion adapter (Apache-2.0) on the Realistic Vision "
               "5.1 Stable Diffusion 1.5 base (CreativeML Open RAIL-M: read its use restrictions). Motion modules "
               "know 32 frame positions; made for 16 frames at 512x512. ~4 GB of weights in float16."),
@@ -92,7 +126,7 @@ PRESETS: dict[str, Preset] = {
         source="THUDM/CogVideoX-2b", revision="2844d07b93dbb09686423ed045f6f8a6ad04d451", variant=None,
         height=480, width=720, num_frames=49, num_inference_steps=25, guidance_scale=6.0,
         scheduler="cogvideox-ddim", fps=8.0,
-        text_first=True,
+        family="cogvideox",
         notes="CogVideoX-2b (THUDM, now zai-org), Apache-2.0 (model card since Aug 2024: transformer and VAE). "
               "Made for 720x480, 49 frames (6 s at 8 fps); the model card uses 50 steps and guidance 6, the preset "
               "25 steps to halve the time on a T4. Joint text-video attention over 226 T5 tokens + 17,550 video "
@@ -101,7 +135,7 @@ PRESETS: dict[str, Preset] = {
     "wan2.1-t2v-1.3b": Preset(
         source="Wan-AI/Wan2.1-T2V-1.3B-Diffusers", revision=None, variant=None, height=480, width=832,
         num_frames=33, num_inference_steps=30, guidance_scale=5.0, scheduler="unipc", fps=16.0,
-        text_first=True,
+        family="wan",
         notes="Wan 2.1 text-to-video 1.3B (Apache-2.0): a flow-matching diffusion transformer, UMT5-XXL text encoder, "
               "causal 3-D VAE. The model card's settings are 480x832, 81 frames, 50 steps, guidance 5 (UniPC, flow "
               "shift 3.0 from the repository's scheduler config); these defaults keep 480x832 but make 33 frames "
@@ -110,7 +144,8 @@ PRESETS: dict[str, Preset] = {
     "ltx-video-2b": Preset(
         source="Lightricks/LTX-Video", revision="35969376d5a37e052770a89aacf510dfba0e908f", variant=None,
         height=480, width=704, num_frames=65, num_inference_steps=30, guidance_scale=3.0, scheduler="euler",
-        fps=25.0, text_first=True,
+        fps=25.0,
+        family="ltx",
         notes="LTX-Video 0.9 (2B, Lightricks) in the diffusers layout of the repository's root folders; the hub marks its "
               "licence 'other' (a licence file in the repository: read it before use). A transformer over latent "
               "voxels (one token per 8 frames x 32 x 32 pixels), T5-XXL text encoder, a VAE with a timestep-conditioned "
@@ -126,8 +161,8 @@ def toy_model_dir(name: str = "toy-shapes") -> str:
     """Where a bundled toy model (the preset `name`: "toy-shapes" or "toy-shapes-flow") lives inside the
     installed package."""
     preset = PRESETS.get(name)
-    if preset is None or not preset.source.startswith("bundled:"):
-        bundled = [k for k, p in PRESETS.items() if p.source.startswith("bundled:")]
+    if preset is None or not preset.bundled:
+        bundled = [k for k, p in PRESETS.items() if p.bundled]
         raise ValueError(f"{name!r} is not a bundled model; bundled: {', '.join(bundled)}.")
     return os.path.join(os.path.dirname(__file__), *preset.source.split(":", 1)[1].split("/"))
 
@@ -185,7 +220,7 @@ def _resolve(source: str) -> tuple[str, Preset | None]:
     source = os.fspath(source)
     if source in PRESETS:
         preset = PRESETS[source]
-        if preset.source.startswith("bundled:"):
+        if preset.bundled:
             return toy_model_dir(source), preset
         return preset.source, preset
     if os.path.isdir(source):
@@ -361,12 +396,12 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
             straight onto the device, encodes, and frees it (`TextFirstEncoder`). For Wan and CogVideoX on
             a free Colab T4, whose 16 GB of GPU memory and 12.7 GB of RAM cannot hold their ~11 GB T5
             encoders beside the transformer. Costs a reload (from the disk cache) per run. Default (None):
-            on for the presets that need it (Wan, CogVideoX) on a GPU, else off.
+            on a GPU, on for a hub preset of a family that says so (`Family.text_first`: Wan, CogVideoX,
+            LTX-Video), else off.
 
     >>> pipe = load("toy-shapes")
     >>> video = pipe.generate("a red circle moving right", seed=0)
     """
-    from .families import family_for
     from .pipeline import StepwisePipeline
 
     where, preset = _resolve(source)
@@ -379,14 +414,14 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
                          f"trust {preset.source}, pass allow_pickle=True.")
     dev = choose_device(device)
     dt = choose_dtype(dev, dtype)
-    if text_first is None:
-        text_first = bool(preset is not None and preset.text_first and dev.type == "cuda")
     try:
         index, commit = _read_index(where, revision, local)
         revision = commit or revision  # every component from the commit model_index.json came from
         classes = _classes(index)
         extra = {slot: (repo, rev) for slot, repo, rev in (preset.extra if preset else ())}
-        family = family_for({slot: cls for slot, (_, cls) in classes.items()} | _extra_classes(extra))
+        family = _family(classes, preset)
+        if text_first is None:
+            text_first = bool(preset is not None and not preset.bundled and family.text_first and dev.type == "cuda")
         how = dict(local=local, revision=revision, variant=variant, allow_pickle=allow_pickle, dtype=dt)
         parts = _load_parts(family, where, classes, skip=("text_encoder",) if text_first else (), **how)
         if text_first:
@@ -410,7 +445,7 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
             if part.dtype != dt:  # libraries older than the `dtype=` keyword
                 part.to(dtype=dt)
             part.eval().requires_grad_(False)
-    defaults, parts["scheduler"] = _defaults(index, preset, scheduler, parts["scheduler"])
+    defaults, parts["scheduler"] = _defaults(index, preset, family, scheduler, parts["scheduler"])
     preview = None
     if os.path.isfile(os.path.join(where, "preview.json")):
         from .preview import LinearPreview
@@ -421,19 +456,24 @@ def load(source: str = "toy-shapes", device=None, dtype=None, *, revision: str |
     return StepwisePipeline(**parts, family=family, defaults=defaults, source=info, preview=preview)
 
 
-def _extra_classes(extra: dict) -> dict[str, str]:
-    """{slot: class} of a preset's extra components, for finding the family: the class a family's optional slot
-    of that name takes (AnimateDiff's `motion_adapter`: MotionAdapter)."""
-    from .families import FAMILIES, family_named
+def _family(classes: dict[str, tuple[str, str]], preset: Preset | None):
+    """The family of the classes model_index.json names; for a preset, with its `extra` slots filled by the classes
+    its family takes there (AnimateDiff's `motion_adapter`: MotionAdapter), and checked against its `family`."""
+    from .families import family_for, family_named
 
-    found = {}
-    for slot in extra:
-        for name in FAMILIES:
-            allowed = family_named(name).optional_slots.get(slot)
-            if allowed:
-                found[slot] = min(cls for _, cls in allowed)
-                break
-    return found
+    names = {slot: cls for slot, (_, cls) in classes.items()}
+    if preset is not None and preset.extra:
+        named = family_named(preset.family) if preset.family else None
+        for slot, _, _ in preset.extra:
+            if named is None or slot not in named.optional_slots:
+                raise ValueError(f"The preset's extra component {slot!r} is not an optional slot of its family "
+                                 f"({preset.family!r}).")
+            names[slot] = min(cls for _, cls in named.optional_slots[slot])
+    family = family_for(names)
+    if preset is not None and preset.family and family.name != preset.family:
+        raise ValueError(f"{preset.source} names components of the {family.name} family, but its preset says "
+                         f"{preset.family!r}: the repository changed, or the preset is wrong.")
+    return family
 
 
 def _load_parts(family, where: str, classes: dict, skip=(), **how) -> dict[str, Any]:
@@ -446,8 +486,10 @@ def _load_parts(family, where: str, classes: dict, skip=(), **how) -> dict[str, 
     return {slot: _load_part(_component_class(family, slot, classes[slot]), where, slot, **how) for slot in wanted}
 
 
-def _defaults(index: dict, preset: Preset | None, scheduler: str | None, base_scheduler):
-    """(defaults, scheduler): a model directory may carry its own defaults (the toy models do); a preset's win."""
+def _defaults(index: dict, preset: Preset | None, family, scheduler: str | None, base_scheduler):
+    """(defaults, scheduler): a model directory may carry its own defaults (the toy models do); a preset's win. A
+    preset that assembles its model from parts (`extra`) gets its family's `assembled_scheduler_config` over the
+    base repository's scheduler config."""
     from .schedulers import make_scheduler
 
     defaults = dict(index.get("t2v_nb_defaults", {}))  # may also hold max_sequence_length (Wan's text length)
@@ -456,6 +498,7 @@ def _defaults(index: dict, preset: Preset | None, scheduler: str | None, base_sc
         defaults.update({k: getattr(preset, k) for k in ("height", "width", "num_frames", "num_inference_steps",
                                                          "guidance_scale", "guidance_interval", "fps")})
         name = scheduler or preset.scheduler
-        if preset.scheduler_config:
-            base_scheduler = type(base_scheduler).from_config({**base_scheduler.config, **dict(preset.scheduler_config)})
+        if preset.extra and family.assembled_scheduler_config:
+            config = {**base_scheduler.config, **family.assembled_scheduler_config}
+            base_scheduler = type(base_scheduler).from_config(config)
     return defaults, make_scheduler(name, base_scheduler) if name else base_scheduler

@@ -154,3 +154,55 @@ def test_load_keeps_transformers_progress_bars_quiet_and_restores_them(tmp_path,
     finally:
         (hf_logging.enable_progress_bar if was_on else hf_logging.disable_progress_bar)()
         (hub_utils.disable_progress_bars if hub_was_off else hub_utils.enable_progress_bars)()
+
+
+def test_presets_name_their_family_and_it_holds_the_loading_facts():
+    from t2v_nb.families import FAMILIES
+
+    assert all(p.family in FAMILIES for p in models.PRESETS.values())
+    # what the presets said themselves before these facts moved to the families (issue 38)
+    assert {k for k, p in models.PRESETS.items() if p.text_first} == {"cogvideox-2b", "wan2.1-t2v-1.3b", "ltx-video-2b"}
+    assert not models.PRESETS["toy-shapes-flow"].text_first  # a Wan, but bundled: its tiny UMT5 stays
+    assert dict(models.PRESETS["animatediff-v1-5-2"].scheduler_config) == {
+        "beta_schedule": "linear", "clip_sample": False, "timestep_spacing": "linspace", "steps_offset": 1}
+    assert all(not p.scheduler_config for k, p in models.PRESETS.items() if k != "animatediff-v1-5-2")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        models.PRESETS["cogvideox-2b"].text_first = False  # read-only: ask the family
+    for name in ("toy-shapes", "toy-shapes-flow"):  # the bundled ones can be checked offline
+        assert t2v_nb.load(name, device="cpu").family.name == models.PRESETS[name].family
+
+
+def _animatediff_parts(tmp_path):
+    """A tiny AnimateDiff split as the preset has it: an SD-style base directory (UNet2DConditionModel, its own
+    scheduler config) and a motion adapter in a directory of its own."""
+    import shutil
+
+    import tiny_animatediff
+
+    tiny_animatediff.reference(tiny_animatediff.components(scheduler="ddim")).save_pretrained(tmp_path / "ad")
+    base = tmp_path / "base"
+    shutil.copytree(tmp_path / "ad", base, ignore=shutil.ignore_patterns("motion_adapter"))
+    index = json.loads((base / "model_index.json").read_text())
+    del index["motion_adapter"]
+    index["_class_name"] = "StableDiffusionPipeline"
+    (base / "model_index.json").write_text(json.dumps(index))
+    return base, tmp_path / "ad" / "motion_adapter"
+
+
+def test_a_preset_assembled_from_parts_gets_its_familys_slot_class_and_scheduler(tmp_path, monkeypatch):
+    base, adapter = _animatediff_parts(tmp_path)
+    real = models.PRESETS["animatediff-v1-5-2"]
+    preset = dataclasses.replace(real, source=str(base), extra=(("motion_adapter", str(adapter), None),))
+    monkeypatch.setitem(models.PRESETS, "tiny-ad", preset)
+    pipe = t2v_nb.load("tiny-ad", device="cpu")
+    assert pipe.family.name == "animatediff" and type(pipe.unet).__name__ == "UNetMotionModel"
+    got = {k: pipe.scheduler.config[k] for k in ("beta_schedule", "clip_sample", "timestep_spacing", "steps_offset")}
+    assert got == dict(preset.scheduler_config) == pipe.family.assembled_scheduler_config
+    assert t2v_nb.load(str(tmp_path / "ad"), device="cpu").scheduler.config["beta_schedule"] != "linear"  # whole dir
+    monkeypatch.setitem(models.PRESETS, "tiny-ad", dataclasses.replace(preset, family="modelscope"))
+    with pytest.raises(ValueError, match="not an optional slot"):
+        t2v_nb.load("tiny-ad", device="cpu")
+    monkeypatch.setitem(models.PRESETS, "tiny-ad", dataclasses.replace(preset, source=str(tmp_path / "ad"),
+                                                                       family="wan", extra=()))
+    with pytest.raises(ValueError, match="animatediff family, but its preset says 'wan'"):
+        t2v_nb.load("tiny-ad", device="cpu")

@@ -1,11 +1,11 @@
-"""t2v_nb.toy.tiny: tiny random Wan and CogVideoX pipelines, built offline, with the real models' layouts."""
+"""t2v_nb.toy.tiny: tiny random Wan, CogVideoX and LTX-Video pipelines, built offline, with the real models' layouts."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from t2v_nb.toy.tiny import COGVIDEOX_TEXT_LENGTH, tiny_pipeline
+from t2v_nb.toy.tiny import COGVIDEOX_TEXT_LENGTH, LTX_TEXT_LENGTH, tiny_pipeline
 
 SMALL = dict(num_frames=9, height=32, width=32, num_inference_steps=2)
 
@@ -61,5 +61,22 @@ def test_same_seed_same_weights():
 
 
 def test_bad_family():
-    with pytest.raises(ValueError, match="'wan', 'cogvideox'"):
+    with pytest.raises(ValueError, match="'wan', 'cogvideox', 'ltx'"):
         tiny_pipeline("modelscope")
+
+
+def test_tiny_ltx_has_the_real_latent_layout_and_decodes():
+    """128 latent channels, 8 frames x 32 x 32 pixels per voxel (1:192), one token per voxel, 128 text positions,
+    a size-dependent shift and a timestep-conditioned decoder, as LTX-Video 0.9.1."""
+    pipe = tiny_pipeline("ltx")
+    fam = pipe.family
+    assert fam.name == "ltx" and pipe.prediction_type == "flow"
+    assert (fam.temporal_factor, fam.spatial_factor, pipe.vae.config.latent_channels) == (8, 32, 128)
+    assert pipe.vae.config.timestep_conditioning and pipe.defaults["fps"] == 25.0
+    run = pipe.start("a red ball rolling left", seed=0, num_inference_steps=4).finish(progress=False)
+    assert tuple(run.latents.shape) == (1, 128, 3, 4, 6)  # 17 frames at 128x192
+    assert run.text.embeddings.shape[1] == LTX_TEXT_LENGTH
+    video = run.decode()
+    assert video.frames.shape == (17, 128, 192, 3) and video.frames.std() > 0.01
+    other = pipe.start("a red ball rolling left", seed=0, num_frames=9, height=64, width=64, num_inference_steps=4)
+    assert not torch.allclose(run.scheduler.sigmas, other.scheduler.sigmas)  # another token count, another shift

@@ -27,6 +27,9 @@ class AnimateDiffFamily(Family):
              "unet": {("diffusers", "UNetMotionModel"), ("diffusers", "UNet2DConditionModel")}, "vae": SD_VAE}
     optional_slots = {"motion_adapter": {("diffusers", "MotionAdapter")}}
     temporal_transformer_types = ("AnimateDiffTransformer3D", "TransformerTemporalModel")
+    # The motion modules' schedule, as diffusers' AnimateDiff docs set it over a Stable Diffusion base's DDIM config
+    assembled_scheduler_config = {"beta_schedule": "linear", "clip_sample": False, "timestep_spacing": "linspace",
+                                  "steps_offset": 1}
 
     @classmethod
     def accepts(cls, classes: dict[str, str]) -> bool:

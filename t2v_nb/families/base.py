@@ -4,6 +4,10 @@ The contract. The loop (`t2v_nb.pipeline`) holds no fact about any model; it ask
 
     components    `slots` / `optional_slots` (slot -> allowed (library, class)), `accepts`, `prepare`,
                   `denoiser_slot` ("unet" or "transformer"); `StepwisePipeline(unet=... | transformer=...)`
+    loading       `text_first` (a big text encoder loaded only to encode, on a GPU),
+                  `assembled_scheduler_config` (over a base repository's scheduler, for a preset whose
+                  `extra` parts come from other repositories); `t2v_nb.load` asks these, presets do not
+                  carry them
     defaults      `default_settings()`: all of height, width, num_frames, num_inference_steps,
                   guidance_scale, fps (a preset or model directory overrides them)
     inputs        `check_size` (ValueErrors that name the nearest valid values), `max_frames`
@@ -110,6 +114,14 @@ class Family:
     temporal_transformer_types: tuple[str, ...] = ()
     # short scheduler names this family adds to `t2v_nb.schedulers.SCHEDULERS`: name -> (diffusers class, config)
     schedulers: dict[str, tuple[str, dict]] = {}
+    # Settings `t2v_nb.load` puts over the base repository's scheduler config when a preset assembles the model from
+    # parts of several repositories (`Preset.extra`, into slots of `optional_slots`): the base's is then another
+    # model's (AnimateDiff: a Stable Diffusion image model's).
+    assembled_scheduler_config: dict[str, Any] = {}
+    # Whether, on a GPU, `t2v_nb.load` keeps a hub preset's text encoder out of memory until `start()` encodes
+    # (`t2v_nb.models.TextFirstEncoder`): for families whose full-size encoder (T5-XXL, UMT5-XXL: ~11 GB in float16)
+    # cannot sit beside the denoiser on a free Colab T4. `load(..., text_first=...)` decides for any other source.
+    text_first = False
 
     def __init__(self, pipe):
         self.pipe = pipe

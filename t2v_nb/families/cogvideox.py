@@ -52,6 +52,7 @@ class CogVideoXFamily(CausalFrames, Family):
              "transformer": {("diffusers", "CogVideoXTransformer3DModel")},
              "vae": {("diffusers", "AutoencoderKLCogVideoX")}}
     denoiser_slot = "transformer"
+    text_first = True  # T5-XXL, 11.5 GB as loaded in float16: on a GPU, loaded only to encode
     schedulers = {"cogvideox-ddim": ("CogVideoXDDIMScheduler", {}),  # v-prediction with CogVideoX's SNR shift
                   "cogvideox-dpm": ("CogVideoXDPMScheduler", {})}
 

@@ -68,6 +68,7 @@ class LTXFamily(CausalFrames, Family):
              "transformer": {("diffusers", "LTXVideoTransformer3DModel")},
              "vae": {("diffusers", "AutoencoderKLLTXVideo")}}
     denoiser_slot = "transformer"
+    text_first = True  # T5 v1.1 XXL, 8.9 GiB in float16 (docs/ltx.md): on a GPU, loaded only to encode
 
     def __init__(self, pipe):
         super().__init__(pipe)

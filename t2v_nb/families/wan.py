@@ -75,6 +75,7 @@ class WanFamily(CausalFrames, Family):
              "transformer": {("diffusers", "WanTransformer3DModel")},
              "vae": {("diffusers", "AutoencoderKLWan")}}
     denoiser_slot = "transformer"
+    text_first = True  # UMT5-XXL, ~11 GB in float16: on a GPU, loaded only to encode
 
     # ------------------------------------------------------------------ components
 

@@ -1,6 +1,7 @@
-"""Tiny diffusion transformers with RANDOM weights, built offline, to show how Wan 2.1 and CogVideoX work on a CPU.
+"""Tiny diffusion transformers with RANDOM weights, built offline, to show how Wan 2.1, CogVideoX and LTX-Video
+work on a CPU.
 
-    pipe = tiny_pipeline("wan")          # or "cogvideox"
+    pipe = tiny_pipeline("wan")          # or "cogvideox", "ltx"
     run = pipe.start("a red ball rolling left", seed=0)
 
 The weights are random: the pictures these pipelines make mean nothing. What is real is everything around
@@ -15,6 +16,12 @@ with 3-D RoPE plus cross-attention; CogVideoX: one joint text + video self-atten
 Defaults: 17 frames at 64x64 -> latents [1, 16, 5, 8, 8] (5 latent frames, 8x8) -> a 4x4 patch grid, so
 5 x 4 x 4 = 80 video tokens per layer. About a second per video on one CPU thread.
 
+LTX-Video ("ltx"): LTXPipeline's classes with the real latent layout: a VAE with 128 latent channels and the
+real compression (8x in time, 32x in space: one latent voxel per 8 frames x 32 x 32 pixels), a transformer with
+patch size 1 (one token per voxel) over 128 T5 positions, flow-matching Euler with a shift that depends on the
+token count (base_shift 0.95, max_shift 2.05, shift_terminal 0.1) and a timestep-conditioned (denoising) decoder.
+Defaults: 17 frames at 128x192 -> latents [1, 128, 3, 4, 6] -> 72 tokens, 25 fps, guidance 3.
+
 The tokenizers are T5-style, made with the `tokenizers` library (a Unigram model over "\u2581word" pieces and
 single characters, a Metaspace pre-tokenizer, `</s>` appended), so no sentencepiece model and no download is
 needed: any English text tokenizes, the words below as one piece each.
@@ -26,14 +33,15 @@ import string
 
 import torch
 
-__all__ = ["tiny_pipeline", "t5_tokenizer", "FAMILIES", "WORDS"]
+__all__ = ["tiny_pipeline", "t5_tokenizer", "FAMILIES", "WORDS", "LTX_TEXT_LENGTH"]
 
-FAMILIES = ("wan", "cogvideox")
+FAMILIES = ("wan", "cogvideox", "ltx")
 WORDS = ("a an the of and in on with at red green blue yellow white black circle square triangle ball car dog "
          "cat bird boat moving rolling flying bouncing left right up down fast slow slowly quickly big small "
          "street sky water night sunset").split()
 COGVIDEOX_TEXT_LENGTH = 32  # the tiny transformer's max_text_seq_length (226 on CogVideoX-2b)
 _DEFAULTS = {"num_frames": 17, "height": 64, "width": 64, "num_inference_steps": 10}
+LTX_TEXT_LENGTH = 128  # LTXPipeline's max_sequence_length
 
 
 def t5_tokenizer(model_max_length: int = 512):
@@ -124,12 +132,42 @@ def _cogvideox_parts(seed: int) -> dict:
             "scheduler": scheduler}
 
 
+def _ltx_parts(seed: int) -> dict:
+    """LTXPipeline's classes: T5 (2 layers, 32 wide) over 128 positions, a 2-block LTXVideoTransformer3DModel (2
+    heads x 8, patch size 1, 128 channels in and out), AutoencoderKLLTXVideo with 128 latent channels (blocks 8
+    wide; a 4x4 patchify, then 2x down-samplings to 8x in time, 32x in space), per-channel latents mean and std
+    (random here), a timestep-conditioned decoder; flow-matching Euler with dynamic (size-dependent) shifting."""
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = t5_tokenizer(LTX_TEXT_LENGTH)
+    torch.manual_seed(seed)
+    text_encoder = T5EncoderModel(T5Config(**_t5_config(len(tokenizer))))
+    torch.manual_seed(seed + 1)
+    transformer = LTXVideoTransformer3DModel(in_channels=128, out_channels=128, num_attention_heads=2,
+                                             attention_head_dim=8, cross_attention_dim=16, num_layers=2,
+                                             caption_channels=32)
+    _perturb(transformer)
+    torch.manual_seed(seed + 2)
+    vae = AutoencoderKLLTXVideo(latent_channels=128, block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
+                                layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5,
+                                timestep_conditioning=True, decoder_inject_noise=(False,) * 5)
+    with torch.no_grad():
+        vae.latents_mean.copy_(torch.randn(128) * 0.1)
+        vae.latents_std.copy_(torch.rand(128) + 0.5)
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05,
+                                                base_image_seq_len=1024, max_image_seq_len=4096, shift_terminal=0.1)
+    return {"tokenizer": tokenizer, "text_encoder": text_encoder, "transformer": transformer, "vae": vae,
+            "scheduler": scheduler}
+
+
 def tiny_pipeline(family: str = "wan", seed: int = 0):
-    """A `StepwisePipeline` of the `family` ("wan" or "cogvideox") with tiny random weights, built offline.
+    """A `StepwisePipeline` of the `family` ("wan", "cogvideox" or "ltx") with tiny random weights, built offline.
 
     Random weights: the videos are noise-like and mean nothing; the shapes, schedules and attention layouts
     are the real models'. `seed` seeds the weights (the same seed gives the same model). Defaults: 17 frames,
-    64x64, 10 steps, guidance 5 (Wan) or 6 (CogVideoX), as on the real models' cards.
+    64x64, 10 steps, guidance 5 (Wan) or 6 (CogVideoX), as on the real models' cards; LTX-Video: 17 frames at
+    128x192 (72 tokens), 10 steps, guidance 3, 25 fps (LTXPipeline's guidance and frame rate).
 
     >>> pipe = tiny_pipeline("wan")
     >>> pipe.start("a red ball", seed=0).latents.shape
@@ -141,9 +179,10 @@ def tiny_pipeline(family: str = "wan", seed: int = 0):
         raise ValueError(f"family must be one of {', '.join(map(repr, FAMILIES))}, got {family!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, not {type(seed).__name__} ({seed!r}).")
-    parts = _wan_parts(seed) if family == "wan" else _cogvideox_parts(seed)
+    parts = {"wan": _wan_parts, "cogvideox": _cogvideox_parts, "ltx": _ltx_parts}[family](seed)
     for name in ("text_encoder", "transformer", "vae"):
         parts[name].eval().requires_grad_(False)
-    settings = {"wan": {"guidance_scale": 5.0, "fps": 16.0}, "cogvideox": {"guidance_scale": 6.0, "fps": 8.0}}
+    settings = {"wan": {"guidance_scale": 5.0, "fps": 16.0}, "cogvideox": {"guidance_scale": 6.0, "fps": 8.0},
+                "ltx": {"guidance_scale": 3.0, "fps": 25.0, "height": 128, "width": 192}}
     return StepwisePipeline(**parts, family=family, defaults={**_DEFAULTS, **settings[family]},
                             source={"source": f"t2v_nb.toy.tiny_pipeline({family!r}, seed={seed}): random weights"})
