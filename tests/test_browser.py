@@ -159,7 +159,7 @@ def _drive(page, url: str, tmp_path: Path) -> None:
     _wait_idle(page, 60)
     outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
     assert not any("VBox(" in t for t in outputs), "the widget manager is missing: the studio shows as text"
-    assert any("toy-shapes: loads in seconds" in t for t in outputs), "the notebook did not load the toy model"
+    assert any("toy-shapes: bundled with t2v_nb" in t for t in outputs), "the notebook did not load the toy model"
     print(f"notebook open and run in {time.monotonic() - t_start:.1f} s")
     _inline_page_scrubs(page)
 
