@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -13,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 from t2v_nb.toy.components import char_tokenizer  # noqa: E402  (re-exported for callers here)
+from t2v_nb.toy.tiny import perturb_weights  # noqa: E402
 
 
 def tiny_components(seed: int = 0, unet_kind: str = "3d", scheduler: str = "ddim", prediction_type: str = "epsilon"):
@@ -39,10 +41,7 @@ def tiny_components(seed: int = 0, unet_kind: str = "3d", scheduler: str = "ddim
             num_attention_heads=2, norm_num_groups=8, motion_num_attention_heads=2, motion_max_seq_length=8,
             down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
             up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"))
-    # Random init leaves many outputs near zero; perturb every weight so the test sees real numbers.
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    perturb_weights(unet, scale=0.02)  # random init leaves many outputs near zero
     torch.manual_seed(seed + 2)
     vae = AutoencoderKL(block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
@@ -65,6 +64,26 @@ def tiny_pipe(**kwargs):
 @pytest.fixture
 def pipe():
     return tiny_pipe()
+
+
+@functools.lru_cache(maxsize=None)
+def loaded_toy(name: str = "toy-shapes"):
+    """A bundled toy (`toy-shapes`, `toy-shapes-flow`), loaded on the CPU once per test process (each xdist
+    worker): every test that needs one shares it, so use it read-only (no lasting hooks, preview or scheduler
+    changes on the pipe itself; a StepwisePipeline over its `components` is the way to change those)."""
+    import t2v_nb
+
+    return t2v_nb.load(name, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def toy_pipe():
+    return loaded_toy("toy-shapes")
+
+
+@pytest.fixture(scope="session")
+def flow_toy_pipe():
+    return loaded_toy("toy-shapes-flow")
 
 
 SMALL = dict(seed=0, num_frames=3, height=16, width=16, num_inference_steps=3)

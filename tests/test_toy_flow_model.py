@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-import t2v_nb
 from t2v_nb.models import toy_model_dir
 from t2v_nb.toy import data, evaluate
 
@@ -22,8 +21,8 @@ pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(WEIGHTS, "model_
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return t2v_nb.load("toy-shapes-flow", device="cpu")
+def pipe(flow_toy_pipe):
+    return flow_toy_pipe
 
 
 def test_ships_in_wan_pipelines_layout_under_10_mb():

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import t2v_nb
 from t2v_nb.models import toy_model_dir
 from t2v_nb.toy import data, evaluate
 
@@ -21,8 +20,8 @@ pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(WEIGHTS, "model_
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return t2v_nb.load("toy-shapes")
+def pipe(toy_pipe):
+    return toy_pipe
 
 
 def test_ships_in_the_diffusers_layout_under_20_mb():
