@@ -183,14 +183,11 @@ def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, shipped_tokenizer,
     ckpt = torch.load(os.path.join(work, "unet.pt"), weights_only=False)
     assert ckpt["state"]["step"] == 4 and ckpt["state"]["unet_channels"] == 16  # resumed runs keep their width
 
-    # the benchmark's probes read a work directory: the log's probe, and the shape probe split by pair
-    import importlib.util
+    # the probes read a work directory: the log's probe, and the shape probe split by pair
     import re
 
-    spec = importlib.util.spec_from_file_location(
-        "toy_diagnostics", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "toy_diagnostics.py"))
-    diagnostics = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diagnostics)
+    from t2v_nb.toy import diagnostics
+
     diagnostics.probe(work)
     diagnostics.shape_pairs(work, n=2)
     printed = capsys.readouterr().out
