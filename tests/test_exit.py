@@ -36,6 +36,7 @@ print("ending while running:", studio.running, flush=True)
 """
 
 
+@pytest.mark.slow  # three fresh interpreters that load the toy
 @pytest.mark.skipif(not os.path.isfile(os.path.join(toy_model_dir(), "model_index.json")),
                     reason="the toy-shapes weights are not in this checkout")
 def test_a_script_that_ends_while_the_studio_runs_exits_cleanly(tmp_path):

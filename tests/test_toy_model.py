@@ -93,6 +93,12 @@ def test_diffusers_pipeline_loads_it_and_makes_the_same_video(pipe):
     assert torch.allclose(ours.latents.float(), theirs.float(), atol=1e-4)
 
 
+def on_the_sample(test):
+    """The tests on the fixed sample are heavy (24 videos, 48 for the guidance comparison): `make test-slow` runs
+    them, all on one xdist worker, which makes the sample once."""
+    return pytest.mark.slow(pytest.mark.xdist_group("toy-shapes-sample")(test))
+
+
 @pytest.fixture(scope="module")
 def sample_report(pipe):
     """The strict evaluator on a fixed sample, default sampler settings: every third seen combination and
@@ -104,12 +110,14 @@ def sample_report(pipe):
     return report
 
 
+@on_the_sample
 def test_learned_colour_and_direction(sample_report):
     """What the shipped model has learned: the colour and the direction the caption names."""
     acc = sample_report.accuracy["all"]
     assert acc["color"] >= 0.9 and acc["direction"] >= 0.85, sample_report.summary()
 
 
+@on_the_sample
 def test_guiding_every_step_names_more_shapes_than_only_the_early_steps(pipe, sample_report):
     """The preset guides every step (its default since 2026-12-01) because, for these weights, that names more
     of the asked-for shapes than guiding only while t >= 700 (the old default, which helped the 8x8 model);
@@ -123,6 +131,7 @@ def test_guiding_every_step_names_more_shapes_than_only_the_early_steps(pipe, sa
     assert early.accuracy["all"]["color"] >= every["color"] - 0.05
 
 
+@on_the_sample
 def test_meets_the_accuracy_targets_on_a_fixed_sample(sample_report):
     """Issue 13's targets with the strict evaluator: joint >= 0.90 seen, >= 0.75 held out (measured on all 60
     captions x 3 seeds in the toy README; this is the tests' smaller sample)."""

@@ -146,6 +146,7 @@ def test_caption_probe_measures_the_loss_with_the_direction_or_shape_word_change
     assert train.caption_probe(cache, 1.0, tokenizer, components.build_scheduler(), n=4)(unet, text_encoder)["shape_gap"] == 0
 
 
+@pytest.mark.slow
 def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, shipped_tokenizer, capsys):
     """The whole recipe on a toy budget: each stage checkpoints, a second call with the same budget does
     nothing, the decoder stage leaves the encoder alone, and the export loads."""
