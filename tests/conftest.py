@@ -66,6 +66,14 @@ def pipe():
     return tiny_pipe()
 
 
+def needs_toy(name: str = "toy-shapes"):
+    """Skips a test (or a module, as `pytestmark`) when the bundled toy's weights are not in this checkout."""
+    from t2v_nb.models import toy_model_dir
+
+    missing = not os.path.isfile(os.path.join(toy_model_dir(name), "model_index.json"))
+    return pytest.mark.skipif(missing, reason=f"the {name} weights are not in this checkout ({toy_model_dir(name)})")
+
+
 @functools.lru_cache(maxsize=None)
 def loaded_toy(name: str = "toy-shapes"):
     """A bundled toy (`toy-shapes`, `toy-shapes-flow`), loaded on the CPU once per test process (each xdist

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from t2v_nb.models import toy_model_dir
+from conftest import needs_toy
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRIES = 3
@@ -37,8 +37,7 @@ print("ending while running:", studio.running, flush=True)
 
 
 @pytest.mark.slow  # three fresh interpreters that load the toy
-@pytest.mark.skipif(not os.path.isfile(os.path.join(toy_model_dir(), "model_index.json")),
-                    reason="the toy-shapes weights are not in this checkout")
+@needs_toy("toy-shapes")
 def test_a_script_that_ends_while_the_studio_runs_exits_cleanly(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     for attempt in range(TRIES):

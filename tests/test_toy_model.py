@@ -12,11 +12,10 @@ import torch
 from t2v_nb.models import toy_model_dir
 from t2v_nb.toy import data, evaluate
 
-from conftest import preview_colour_errors
+from conftest import needs_toy, preview_colour_errors
 
 WEIGHTS = toy_model_dir()
-pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(WEIGHTS, "model_index.json")),
-                                reason="the toy-shapes weights are not in this checkout (t2v_nb/toy/weights)")
+pytestmark = needs_toy("toy-shapes")
 
 
 @pytest.fixture(scope="module")
