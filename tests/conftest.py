@@ -141,15 +141,13 @@ def hue_sat(rgb: np.ndarray) -> tuple[float, float]:
     return 360.0 * h, s
 
 
-def preview_colours(pipe, clip, seed: int) -> dict:
-    """The linear preview's colour and the decoded frames' colour where the shape is, for one generated video.
+def preview_colours(pipe, run, frames: np.ndarray | None = None) -> dict:
+    """The linear preview's colour and the decoded frames' colour where the shape is, for one finished run
+    (`frames`: its decoded frames, when already decoded).
 
     "Where the shape is": the latent pixels whose block of the decoded frame (8x8 pixels for an 8x8 latent
     grid) differs most from the frame's background (at least 60% of the frame's largest difference)."""
-    from t2v_nb.toy import data
-
-    run = pipe.start(data.caption(clip), seed=seed, record=None).finish(progress=False)
-    frames = run.decode().frames  # [F, 64, 64, 3]
+    frames = run.decode().frames if frames is None else frames  # [F, 64, 64, 3]
     approx = pipe.preview(run.latents)[0]  # [F, h, w, 3]
     pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(frames).permute(0, 3, 1, 2), pipe.vae_scale_factor)
     pooled = pooled.permute(0, 2, 3, 1).numpy()  # [F, h, w, 3]
@@ -159,16 +157,25 @@ def preview_colours(pipe, clip, seed: int) -> dict:
     return {"preview": approx[shape].mean(axis=0), "decoded": pooled[shape].mean(axis=0)}
 
 
-def preview_colour_errors(pipe) -> list[str]:
-    """Issue 13's colour-true preview check, for each colour on a circle (seed 0) and a square (seed 1): the
-    preview's hue within 30 degrees of the decoded frames' and saturation >= 0.35 on the shape; white stays
-    white (low saturation, bright). Returns what fails, one line each."""
+def preview_colour_errors(pipe, videos: dict | None = None) -> list[str]:
+    """Issue 13's colour-true preview check, for each colour on a circle and a square: the preview's hue within
+    30 degrees of the decoded frames' and saturation >= 0.35 on the shape; white stays white (low saturation,
+    bright). Returns what fails, one line each.
+
+    `videos`: {clip: (finished run, decoded frames)} already made, of which the first of each colour and shape
+    is read; without it, each colour's circle (seed 0) and square (seed 1) moving right are generated here."""
     from t2v_nb.toy import data
+
+    def video(color, shape, seed):
+        if videos is not None:
+            return next(v for clip, v in videos.items() if (clip.color, clip.shape) == (color, shape))
+        return pipe.start(data.caption(data.Clip(color, shape, "right")), seed=seed, record=None).finish(
+            progress=False), None
 
     wrong = []
     for color in data.COLORS:
         for shape, seed in (("circle", 0), ("square", 1)):
-            c = preview_colours(pipe, data.Clip(color, shape, "right"), seed)
+            c = preview_colours(pipe, *video(color, shape, seed))
             (hp, sp), (hd, _) = hue_sat(c["preview"]), hue_sat(c["decoded"])
             if color == "white":
                 ok = sp < 0.25 and c["preview"].min() > 0.5
