@@ -2,8 +2,9 @@
 
 Each module in FAMILY_MODULES (tests/tiny_<name>.py) gives `components(seed, scheduler)`, `tiny_pipe()`,
 `reference_frames(parts, prompt, seed, guidance_scale, **SMALL)` (the family's own diffusers pipeline),
-`SCHEDULERS` to compare with, `SMALL` start() settings, `NAME` (the family's name) and, except the toy (a saved
-directory already), `reference(parts)` (the diffusers pipeline) and `SAVED` (what a saved directory loads as).
+`reference(parts)` (that pipeline), `SCHEDULERS` to compare with, `SMALL` start() settings, `NAME` (the family's
+name) and, except the toy (a saved directory already), `SAVED`: the scheduler a saved directory is made with, and the
+classes (and defaults) t2v_nb.load finds in it.
 """
 
 from __future__ import annotations
