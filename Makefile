@@ -25,11 +25,11 @@ venv: $(VENV)/.installed
 demo: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m t2v_nb.demo --out outputs --overwrite
 
-# The suite on two workers (pytest-xdist; tests that share a costly fixture carry one xdist_group and stay on one
-# worker), one thread each. `make test`: everything but the tests marked `slow`; `make test-slow`: those (the lessons'
+# The suite on two workers (pytest-xdist; the modules whose tests share a costly fixture run whole on one worker:
+# tests/conftest.py, ONE_WORKER), one thread each. `make test`: everything but the tests marked `slow`; `make test-slow`: those (the lessons'
 # claims on the toys, the real browser, the toy's accuracy, the training recipe end to end). CI runs both;
 # tests/README.md says what each takes. PYTEST_ARGS adds options (e.g. PYTEST_ARGS="--durations=40").
-PYTEST = HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+PYTEST = HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 test: venv
 	$(PYTEST) -m "not slow"
@@ -76,7 +76,7 @@ $(VENVLOW)/.installed: pyproject.toml .ci/floors.py
 
 test-lowest: $(VENVLOW)/.installed
 	$(VENVLOW)/bin/pip list 2>/dev/null | grep -i -E "^(torch|diffusers|transformers|accelerate|huggingface.hub|numpy|tokenizers) "
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENVLOW)/bin/python -m pytest -q -n 2 --dist loadgroup $(LOWEST_TESTS)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENVLOW)/bin/python -m pytest -q -n 2 $(LOWEST_TESTS)
 
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench.py

@@ -66,6 +66,31 @@ def pipe():
     return tiny_pipe()
 
 
+# ---------------------------------------------------------------- two workers (pytest-xdist, `make test`)
+
+# Modules whose tests share a costly module or session fixture (the toy's sample videos, the training recipe's early
+# stage): under pytest-xdist each runs whole on one worker, which makes the fixture once; every other test goes to
+# whichever worker is free, on its own. (xdist's `--dist loadgroup` with `xdist_group` marks would say this in
+# the tests, but it passes the group through the node ids, which pytest 9.2 no longer lets it change, so it
+# silently stopped grouping: pytest-dev/pytest-xdist#1386.)
+ONE_WORKER = ("tests/test_toy_model.py", "tests/test_toy_training.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With `-n N` (xdist's default `--dist load`): ONE_WORKER modules as one unit each, every other test alone."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerPerSharedFixture(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path in ONE_WORKER else nodeid
+
+    return OneWorkerPerSharedFixture(config, log)
+
+
 def needs_toy(name: str = "toy-shapes"):
     """Skips a test (or a module, as `pytestmark`) when the bundled toy's weights are not in this checkout."""
     from t2v_nb.models import toy_model_dir

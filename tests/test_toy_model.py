@@ -92,10 +92,9 @@ def test_diffusers_pipeline_loads_it_and_makes_the_same_video(pipe):
     assert torch.allclose(ours.latents.float(), theirs.float(), atol=1e-4)
 
 
-def on_the_sample(test):
-    """The tests on the fixed sample are heavy (24 videos, 48 for the guidance comparison): `make test-slow` runs
-    them, all on one xdist worker, which makes the sample once."""
-    return pytest.mark.slow(pytest.mark.xdist_group("toy-shapes-sample")(test))
+# The tests on the fixed sample are heavy (24 videos, 48 for the guidance comparison): `make test-slow` runs them.
+# Under pytest-xdist this module runs whole on one worker (conftest.ONE_WORKER), which makes the sample once.
+on_the_sample = pytest.mark.slow
 
 
 # every third seen combination and every held-out one, seed 100 (the full evaluation, `python -m

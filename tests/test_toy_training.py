@@ -26,7 +26,8 @@ def shipped_tokenizer(monkeypatch):
 def early_stage(tmp_path_factory) -> str:
     """A work directory after the recipe's first stages on a toy budget, made once per test process: the VAE
     (2 steps, 16x16 latents), its decoder tuned (1 step), 2 videos encoded. The tests that train the UNet copy it
-    (`go_on_from`) instead of each starting from nothing."""
+    (`go_on_from`) instead of each starting from nothing; under pytest-xdist this module runs whole on one worker
+    (conftest.ONE_WORKER), which makes it once."""
     import os
 
     work = str(tmp_path_factory.mktemp("early_stage") / "run")
@@ -42,10 +43,6 @@ def go_on_from(early_stage: str, tmp_path) -> str:
     import shutil
 
     return shutil.copytree(early_stage, str(tmp_path / "run"))
-
-
-# the tests that go on from the early stage share one worker (and so one early stage) under pytest-xdist
-on_the_early_stage = pytest.mark.xdist_group("toy-recipe-early-stage")
 
 
 def test_schedule_reaches_pure_noise_and_loss_weights_stay_finite():
@@ -214,7 +211,6 @@ def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, shipped_tokenizer,
     assert [row[0] for row in timed] == ["fp32", "bf16"] and all(float(row[1]) > 0 for row in timed)
 
 
-@on_the_early_stage
 def test_recipe_with_16x16_latents_keeps_its_latent_size_through_resume_and_export(tmp_path, shipped_tokenizer,
                                                                                     early_stage):
     import json
@@ -246,7 +242,6 @@ def test_recipe_with_16x16_latents_keeps_its_latent_size_through_resume_and_expo
         train.train_unet(work, steps=2, batch_size=2, eval_every=0)
 
 
-@on_the_early_stage
 def test_ctrl_c_finishes_the_step_checkpoints_and_the_same_call_carries_on(tmp_path, shipped_tokenizer, monkeypatch,
                                                                            early_stage):
     """Issue 13's "Ctrl-C safe": a real SIGINT in the middle of a UNet step raises no KeyboardInterrupt; the
@@ -283,7 +278,6 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_the_same_call_carries_on(tmp_p
     assert torch.load(os.path.join(work, "unet.pt"), weights_only=False)["state"]["step"] == 5
 
 
-@on_the_early_stage
 def test_a_run_moves_to_a_new_work_directory_through_its_export(tmp_path, shipped_tokenizer, early_stage):
     """Export + init_from carry a run to another machine (or session) in the diffusers layout: the step count,
     the CPU time and the VAE carry over, the latent cache is encoded again to the same numbers, and the UNet goes
