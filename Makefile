@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # machine's disk when it is there (Python 3.11), else whatever pip resolves.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lab test-colab test-lowest bench venv clean
+.PHONY: demo test test-slow lab test-colab test-lowest bench venv clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,17 @@ venv: $(VENV)/.installed
 demo: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m t2v_nb.demo --out outputs --overwrite
 
+# The suite on two workers (pytest-xdist; the modules whose tests share a costly fixture run whole on one worker:
+# tests/conftest.py, ONE_WORKER), one thread each. `make test`: everything but the tests marked `slow`; `make test-slow`: those (the lessons'
+# claims on the toys, the real browser, the toy's accuracy, the training recipe end to end). CI runs both;
+# tests/README.md says what each takes. PYTEST_ARGS adds options (e.g. PYTEST_ARGS="--durations=40").
+PYTEST = HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
 test: venv
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	$(PYTEST) -m "not slow"
+
+test-slow: venv
+	$(PYTEST) -m slow
 
 # Colab's runtime (.ci/colab/README.md): .venv-colab gets Colab's package versions (COLAB_CONSTRAINTS, from Colab's
 # published pip freeze; torch excepted: $(TORCH)), then t2v_nb installed over them as the notebooks' first cell does;
@@ -68,7 +77,7 @@ $(VENVLOW)/.installed: pyproject.toml .ci/floors.py
 
 test-lowest: $(VENVLOW)/.installed
 	$(VENVLOW)/bin/pip list 2>/dev/null | grep -i -E "^(torch|diffusers|transformers|accelerate|huggingface.hub|numpy|tokenizers) "
-	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENVLOW)/bin/python -m pytest -q $(LOWEST_TESTS)
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENVLOW)/bin/python -m pytest -q -n 2 $(LOWEST_TESTS)
 
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench.py

@@ -85,11 +85,13 @@ def build(family: str, device: torch.device, dtype: torch.dtype, tiny: bool) -> 
         from transformers import UMT5Config, UMT5EncoderModel
         from wan_bench import CONFIGS
 
+        from t2v_nb.toy.tiny import t5_tokenizer
+
         with torch.device(device):
             text_encoder = UMT5EncoderModel(UMT5Config(**CONFIGS["text_encoder"]))
             transformer = WanTransformer3DModel(**CONFIGS["transformer"])
             vae = AutoencoderKLWan(**CONFIGS["vae"])
-        parts = {"tokenizer": tiny_wan.t5_tokenizer(), "scheduler": tiny_wan.make_scheduler("unipc")}
+        parts = {"tokenizer": t5_tokenizer(512), "scheduler": tiny_wan.make_scheduler("unipc")}
     else:
         import tiny_cogvideox
         from cogvideox_bench import T5_XXL, TRANSFORMER_2B, VAE_2B
@@ -97,12 +99,13 @@ def build(family: str, device: torch.device, dtype: torch.dtype, tiny: bool) -> 
         from transformers import T5Config, T5EncoderModel
 
         from t2v_nb.schedulers import make_scheduler
+        from t2v_nb.toy.tiny import t5_tokenizer
 
         with torch.device(device):
             text_encoder = T5EncoderModel(T5Config(**T5_XXL))
             transformer = CogVideoXTransformer3DModel(**TRANSFORMER_2B)
             vae = AutoencoderKLCogVideoX(**VAE_2B)
-        parts = {"tokenizer": tiny_cogvideox.t5_tokenizer(max_length=226),
+        parts = {"tokenizer": t5_tokenizer(226),
                  "scheduler": make_scheduler("cogvideox-ddim", tiny_cogvideox.ddim_scheduler())}
     parts.update(text_encoder=cast(text_encoder, dtype), transformer=cast(transformer, dtype), vae=cast(vae, dtype))
     return parts

@@ -23,6 +23,7 @@ no third-party widgets. Python-side state for code and tests: `studio.run` (the 
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import html
@@ -32,6 +33,7 @@ import threading
 import time
 import traceback
 import warnings
+import weakref
 
 import ipywidgets as W
 import numpy as np
@@ -46,6 +48,8 @@ __all__ = ["Studio", "VIEWS"]
 VIEWS = {"x_t": ("step.latents", False), "predicted x0": ("step.pred_x0", False),
          "decoded x0": ("step.pred_x0", True)}
 _ATTENTION_BUDGET = 2**29  # bytes of cross-attention maps a run may record (512 MiB)
+_STUDIOS = weakref.WeakSet()  # the studios that have started a thread (the loop or the player)
+_EXITING = threading.Event()  # set at interpreter exit: the threads end after the step in progress
 
 
 class Studio:
@@ -316,13 +320,14 @@ class Studio:
         self.progress.max, self.progress.value = run.num_steps, run.i
         self.status.value = f"step {run.i}/{run.num_steps}…"
         self._thread = threading.Thread(target=self._loop, args=(run,), name="t2v-studio", daemon=True)
+        _STUDIOS.add(self)
         self._thread.start()
 
     def _loop(self, run) -> None:
         """The background thread: the denoising steps, a live preview after each, then the scrubbing set-up."""
         last = 0.0
         try:
-            while not run.done and not self._stop.is_set():
+            while not run.done and not self._stop.is_set() and not _EXITING.is_set():
                 t0 = time.perf_counter()
                 step = run.step()
                 self.steps.append({"i": step.i, "t": step.t, "seconds": time.perf_counter() - t0})
@@ -470,16 +475,32 @@ class Studio:
     def _on_play(self, change) -> None:
         if change["new"] and (self._player is None or not self._player.is_alive()):
             self._player = threading.Thread(target=self._playing, name="t2v-studio-player", daemon=True)
+            _STUDIOS.add(self)
             self._player.start()
 
     def _playing(self) -> None:
         """The kernel-side player: next frame every 1/fps seconds while `play` is down."""
         delay = 1.0 / float(self.pipe.defaults.get("fps") or 8.0)
-        while self.play.value and not self.running:
+        while self.play.value and not self.running and not _EXITING.is_set():
             n = self.frame_slider.max + 1
             self.frame_slider.value = (self.frame_slider.value + 1) % n
             time.sleep(delay)
         self.play.value = False
+
+
+@atexit.register
+def _end_threads_at_exit(timeout: float = 600.0) -> None:
+    """At interpreter exit, end every studio's loop and player and wait for them (at most `timeout` s each).
+
+    They are daemon threads: Python does not wait for them, and one still inside a torch call when the
+    interpreter finalizes is ended as it takes the GIL back, through C++ code that may not be unwound, which
+    aborts the process ("terminate called without an active exception", exit status 134). The loop ends after
+    the step in progress, as after Stop."""
+    _EXITING.set()
+    for studio in list(_STUDIOS):
+        for thread in (studio._thread, studio._player):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout)
 
 
 # ---------------------------------------------------------------------- warnings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -13,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 from t2v_nb.toy.components import char_tokenizer  # noqa: E402  (re-exported for callers here)
+from t2v_nb.toy.tiny import perturb_weights  # noqa: E402
 
 
 def tiny_components(seed: int = 0, unet_kind: str = "3d", scheduler: str = "ddim", prediction_type: str = "epsilon"):
@@ -39,10 +41,7 @@ def tiny_components(seed: int = 0, unet_kind: str = "3d", scheduler: str = "ddim
             num_attention_heads=2, norm_num_groups=8, motion_num_attention_heads=2, motion_max_seq_length=8,
             down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
             up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"))
-    # Random init leaves many outputs near zero; perturb every weight so the test sees real numbers.
-    with torch.no_grad():
-        for p in unet.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    perturb_weights(unet, scale=0.02)  # random init leaves many outputs near zero
     torch.manual_seed(seed + 2)
     vae = AutoencoderKL(block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
@@ -65,6 +64,59 @@ def tiny_pipe(**kwargs):
 @pytest.fixture
 def pipe():
     return tiny_pipe()
+
+
+# ---------------------------------------------------------------- two workers (pytest-xdist, `make test`)
+
+# Modules whose tests share a costly module or session fixture (the toy's sample videos, the training recipe's early
+# stage): under pytest-xdist each runs whole on one worker, which makes the fixture once; every other test goes to
+# whichever worker is free, on its own. (xdist's `--dist loadgroup` with `xdist_group` marks would say this in
+# the tests, but it passes the group through the node ids, which pytest 9.2 no longer lets it change, so it
+# silently stopped grouping: pytest-dev/pytest-xdist#1386.)
+ONE_WORKER = ("tests/test_toy_model.py", "tests/test_toy_training.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With `-n N` (xdist's default `--dist load`): ONE_WORKER modules as one unit each, every other test alone."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneWorkerPerSharedFixture(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path in ONE_WORKER else nodeid
+
+    return OneWorkerPerSharedFixture(config, log)
+
+
+def needs_toy(name: str = "toy-shapes"):
+    """Skips a test (or a module, as `pytestmark`) when the bundled toy's weights are not in this checkout."""
+    from t2v_nb.models import toy_model_dir
+
+    missing = not os.path.isfile(os.path.join(toy_model_dir(name), "model_index.json"))
+    return pytest.mark.skipif(missing, reason=f"the {name} weights are not in this checkout ({toy_model_dir(name)})")
+
+
+@functools.lru_cache(maxsize=None)
+def loaded_toy(name: str = "toy-shapes"):
+    """A bundled toy (`toy-shapes`, `toy-shapes-flow`), loaded on the CPU once per test process (each xdist
+    worker): every test that needs one shares it, so use it read-only (no lasting hooks, preview or scheduler
+    changes on the pipe itself; a StepwisePipeline over its `components` is the way to change those)."""
+    import t2v_nb
+
+    return t2v_nb.load(name, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def toy_pipe():
+    return loaded_toy("toy-shapes")
+
+
+@pytest.fixture(scope="session")
+def flow_toy_pipe():
+    return loaded_toy("toy-shapes-flow")
 
 
 SMALL = dict(seed=0, num_frames=3, height=16, width=16, num_inference_steps=3)
@@ -114,15 +166,13 @@ def hue_sat(rgb: np.ndarray) -> tuple[float, float]:
     return 360.0 * h, s
 
 
-def preview_colours(pipe, clip, seed: int) -> dict:
-    """The linear preview's colour and the decoded frames' colour where the shape is, for one generated video.
+def preview_colours(pipe, run, frames: np.ndarray | None = None) -> dict:
+    """The linear preview's colour and the decoded frames' colour where the shape is, for one finished run
+    (`frames`: its decoded frames, when already decoded).
 
     "Where the shape is": the latent pixels whose block of the decoded frame (8x8 pixels for an 8x8 latent
     grid) differs most from the frame's background (at least 60% of the frame's largest difference)."""
-    from t2v_nb.toy import data
-
-    run = pipe.start(data.caption(clip), seed=seed, record=None).finish(progress=False)
-    frames = run.decode().frames  # [F, 64, 64, 3]
+    frames = run.decode().frames if frames is None else frames  # [F, 64, 64, 3]
     approx = pipe.preview(run.latents)[0]  # [F, h, w, 3]
     pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(frames).permute(0, 3, 1, 2), pipe.vae_scale_factor)
     pooled = pooled.permute(0, 2, 3, 1).numpy()  # [F, h, w, 3]
@@ -132,16 +182,25 @@ def preview_colours(pipe, clip, seed: int) -> dict:
     return {"preview": approx[shape].mean(axis=0), "decoded": pooled[shape].mean(axis=0)}
 
 
-def preview_colour_errors(pipe) -> list[str]:
-    """Issue 13's colour-true preview check, for each colour on a circle (seed 0) and a square (seed 1): the
-    preview's hue within 30 degrees of the decoded frames' and saturation >= 0.35 on the shape; white stays
-    white (low saturation, bright). Returns what fails, one line each."""
+def preview_colour_errors(pipe, videos: dict | None = None) -> list[str]:
+    """Issue 13's colour-true preview check, for each colour on a circle and a square: the preview's hue within
+    30 degrees of the decoded frames' and saturation >= 0.35 on the shape; white stays white (low saturation,
+    bright). Returns what fails, one line each.
+
+    `videos`: {clip: (finished run, decoded frames)} already made, of which the first of each colour and shape
+    is read; without it, each colour's circle (seed 0) and square (seed 1) moving right are generated here."""
     from t2v_nb.toy import data
+
+    def video(color, shape, seed):
+        if videos is not None:
+            return next(v for clip, v in videos.items() if (clip.color, clip.shape) == (color, shape))
+        return pipe.start(data.caption(data.Clip(color, shape, "right")), seed=seed, record=None).finish(
+            progress=False), None
 
     wrong = []
     for color in data.COLORS:
         for shape, seed in (("circle", 0), ("square", 1)):
-            c = preview_colours(pipe, data.Clip(color, shape, "right"), seed)
+            c = preview_colours(pipe, *video(color, shape, seed))
             (hp, sp), (hd, _) = hue_sat(c["preview"]), hue_sat(c["decoded"])
             if color == "white":
                 ok = sp < 0.25 and c["preview"].min() > 0.5

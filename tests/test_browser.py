@@ -47,8 +47,9 @@ def _missing() -> str:
     return "; ".join(missing)
 
 
-pytestmark = pytest.mark.skipif(bool(_missing()), reason=f"browser test needs {_missing()}; "
-                                                          f"tests/browser_setup.sh installs them")
+pytestmark = [pytest.mark.slow,  # a JupyterLab server, a browser and a kernel with the toy: `make test-slow`
+              pytest.mark.skipif(bool(_missing()), reason=f"browser test needs {_missing()}; "
+                                                          f"tests/browser_setup.sh installs them")]
 
 
 def _free_port() -> int:

@@ -2,7 +2,9 @@
 
 Each module in FAMILY_MODULES (tests/tiny_<name>.py) gives `components(seed, scheduler)`, `tiny_pipe()`,
 `reference_frames(parts, prompt, seed, guidance_scale, **SMALL)` (the family's own diffusers pipeline),
-`SCHEDULERS` to compare with, `SMALL` start() settings and `NAME` (the family's name).
+`reference(parts)` (that pipeline), `SCHEDULERS` to compare with, `SMALL` start() settings, `NAME` (the family's
+name) and, except the toy (a saved directory already), `SAVED`: the scheduler a saved directory is made with, and the
+classes (and defaults) t2v_nb.load finds in it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from t2v_nb.attention import attention_layers
 
 FAMILY_MODULES = ["tiny_modelscope", "tiny_toy", "tiny_animatediff", "tiny_wan", "tiny_cogvideox", "tiny_ltx"]
 PROMPT = "a red circle moving right"
+# (module, scheduler) for each scheduler a family is compared with its diffusers pipeline on
+BY_SCHEDULER = [(name, s) for name in FAMILY_MODULES for s in importlib.import_module(name).SCHEDULERS]
 
 
 @pytest.fixture(params=FAMILY_MODULES, scope="module")
@@ -34,17 +38,18 @@ def _generate(pipe, fam, **kw):
 
 
 @pytest.mark.parametrize("guidance_scale", [1.0, 6.0])
-def test_same_frames_as_the_familys_diffusers_pipeline(fam, guidance_scale):
-    for scheduler in fam.SCHEDULERS:
-        parts = fam.components(scheduler=scheduler)
-        ref = fam.reference_frames(parts, PROMPT, 0, guidance_scale, **fam.SMALL)
-        from t2v_nb import StepwisePipeline
+@pytest.mark.parametrize("name, scheduler", BY_SCHEDULER, ids=[f"{n[5:]}-{s}" for n, s in BY_SCHEDULER])
+def test_same_frames_as_the_familys_diffusers_pipeline(name, scheduler, guidance_scale):
+    from t2v_nb import StepwisePipeline
 
-        got = StepwisePipeline(**fam.components(scheduler=scheduler)).generate(
-            PROMPT, seed=0, guidance_scale=guidance_scale, progress=False, **fam.SMALL).frames
-        assert got.shape == ref.shape and got.dtype == np.float32
-        assert np.abs(got - ref).max() < 1e-5, scheduler
-        assert ref.std() > 1e-3  # not two blank videos
+    fam = importlib.import_module(name)
+    parts = fam.components(scheduler=scheduler)
+    ref = fam.reference_frames(parts, PROMPT, 0, guidance_scale, **fam.SMALL)
+    got = StepwisePipeline(**fam.components(scheduler=scheduler)).generate(
+        PROMPT, seed=0, guidance_scale=guidance_scale, progress=False, **fam.SMALL).frames
+    assert got.shape == ref.shape and got.dtype == np.float32
+    assert np.abs(got - ref).max() < 1e-5
+    assert ref.std() > 1e-3  # not two blank videos
 
 
 def test_family_is_found_from_the_components(fam, pipe):
@@ -132,20 +137,26 @@ def test_branch_from_step_k_equals_a_run_changed_from_step_k(fam, pipe):
     assert not torch.equal(branched.latents, run.latents)
 
 
-def test_an_animatediff_directory_loads_and_equals_its_pipeline(tmp_path, monkeypatch):
-    import tiny_animatediff
+SAVED = [n for n in FAMILY_MODULES if n != "tiny_toy"]  # the toy is a saved directory already (test_toy_model)
 
+
+@pytest.mark.parametrize("name", SAVED, ids=[n[5:] for n in SAVED])
+def test_a_saved_directory_loads_and_equals_its_pipeline(name, tmp_path, monkeypatch):
+    """The family's diffusers pipeline saved with save_pretrained loads with t2v_nb.load, found as the family, with
+    the classes and defaults the module's SAVED names, and makes the pipeline's frames."""
     import t2v_nb
 
+    fam = importlib.import_module(name)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    parts = tiny_animatediff.components(scheduler="dpm++")
-    tiny_animatediff.reference(parts).save_pretrained(tmp_path / "ad")  # unet + motion_adapter slots
-    pipe = t2v_nb.load(str(tmp_path / "ad"), device="cpu")
-    assert pipe.family.name == "animatediff" and type(pipe.unet).__name__ == "UNetMotionModel"
-    kw = dict(tiny_animatediff.SMALL, guidance_scale=6.0)
-    got = pipe.generate(PROMPT, seed=2, progress=False, **kw).frames
-    ref = tiny_animatediff.reference_frames(parts, PROMPT, 2, **kw)
-    assert np.abs(got - ref).max() < 1e-5
+    parts = fam.components(scheduler=fam.SAVED["scheduler"])
+    fam.reference(parts).save_pretrained(tmp_path / "saved")
+    pipe = t2v_nb.load(str(tmp_path / "saved"), device="cpu")
+    assert pipe.family.name == fam.NAME
+    assert {slot: type(getattr(pipe, slot)).__name__ for slot in fam.SAVED["classes"]} == fam.SAVED["classes"]
+    assert {k: pipe.defaults[k] for k in fam.SAVED.get("defaults", {})} == fam.SAVED.get("defaults", {})
+    got = pipe.generate(PROMPT, seed=2, guidance_scale=6.0, progress=False, **fam.SMALL).frames
+    ref = fam.reference_frames(parts, PROMPT, 2, 6.0, **fam.SMALL)
+    assert np.abs(got - ref).max() < 1e-5 and ref.std() > 1e-3
 
 
 def test_an_image_only_model_is_refused_before_any_weights_load(tmp_path):

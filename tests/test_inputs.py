@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from conftest import SMALL, tiny_pipe
 
+from t2v_nb.pipeline import NumericalError
+
 PIPE = tiny_pipe()
 FAST = dict(num_frames=1, height=16, width=16, num_inference_steps=1)
 
@@ -138,7 +140,11 @@ def test_any_parameters_work_or_raise_a_clear_error(seed, num_frames, height, wi
     # Accepted: then the run must work (kept small so the test stays quick).
     small = run["num_frames"] <= 3 and run["height"] * run["width"] <= 32 * 32 and run["num_inference_steps"] <= 3
     if small:
-        out = PIPE.start("a", **kwargs).finish(progress=False)
+        try:
+            out = PIPE.start("a", **kwargs).finish(progress=False)
+        except NumericalError as e:  # e.g. guidance 1e21: the latents overflow, and the error names the fix
+            assert "lower guidance_scale" in str(e) and abs(run["guidance_scale"]) > 1, (run, e)
+            return
         assert torch.isfinite(out.latents).all() or not math.isfinite(run["guidance_scale"])
 
 

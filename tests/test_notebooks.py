@@ -111,6 +111,7 @@ def test_notebook_runs_top_to_bottom(path, notebook_model, kernel_dir, tmp_path,
 LESSONS = [p for p in NOTEBOOKS if p.name[:3] in ("01_", "02_", "03_", "04_", "05_", "06_")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", LESSONS, ids=[p.name for p in LESSONS])
 def test_lesson_claims_hold_on_the_toy(path, kernel_dir, tmp_path, monkeypatch):
     """The lessons' measured statements are asserted on the shipped toy (skipped with T2V_NB_NOTEBOOK_MODEL=toy,
@@ -127,6 +128,7 @@ def test_lesson_claims_hold_on_the_toy(path, kernel_dir, tmp_path, monkeypatch):
 FLOW_TOY_NOTEBOOKS = [p for p in NOTEBOOKS if p.name[:3] in ("01_", "02_", "03_", "04_", "05_", "06_", "07_")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", FLOW_TOY_NOTEBOOKS, ids=[p.name for p in FLOW_TOY_NOTEBOOKS])
 def test_notebook_runs_on_the_flow_toy(path, kernel_dir, tmp_path, monkeypatch):
     """The tutorials' MODEL switch accepts the diffusion-transformer toy: each runs top to bottom on it."""
@@ -182,6 +184,7 @@ def test_notebook_is_committed_clean(path):
             f"{path.name}: the set-up cell must write the repository's address once (REPO) and install from it"
 
 
+@pytest.mark.slow
 def test_two_toys_notebook_runs_and_its_claims_hold(kernel_dir, tmp_path, monkeypatch):
     """09 compares the two bundled toys (it loads both itself, on the CPU, and ignores T2V_NB_MODEL). Each measured
     statement in its text is asserted in the notebook, so this fails when the shipped weights stop showing it."""

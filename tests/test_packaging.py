@@ -50,6 +50,18 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in readme and "make demo" in readme
 
 
+def test_ci_runs_the_slow_tests_that_make_test_leaves_out():
+    """`make test` deselects the tests marked slow, `make test-slow` selects them, and CI runs both: no test
+    is left out of CI by the split."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = lambda target: re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+    assert '-m "not slow"' in recipe("test") and "-m slow" in recipe("test-slow")
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert "make test" in ci and "make test-slow" in ci
+    markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith("slow:") for m in markers)
+
+
 def test_accelerate_and_jupyterlab_are_declared():
     """accelerate: diffusers loads with low memory, offloads, and loads a Wan transformer at all only with it."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SMALL, tiny_pipe
+from conftest import SMALL, loaded_toy, tiny_pipe
 
 import t2v_nb
 from t2v_nb.hooks import HOOK_POINTS
@@ -243,7 +243,7 @@ def test_guidance_interval_defaults_and_branches(pipe):
     run.finish(progress=False)
     assert run.branch(1).params["guidance_interval"] == (500.0, 1000.0)  # kept
     assert run.branch(1, guidance_interval=None).params["guidance_interval"] is None
-    assert t2v_nb.load("toy-shapes").defaults.get("guidance_interval") is None  # every step since 2026-12-01
+    assert loaded_toy("toy-shapes").defaults.get("guidance_interval") is None  # every step since 2026-12-01
 
 
 @pytest.mark.parametrize("interval", [(900, 100), (1,), "700", (0, float("nan")), ("a", 1), 5, (True, 1)])

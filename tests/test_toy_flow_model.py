@@ -10,20 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-import t2v_nb
 from t2v_nb.models import toy_model_dir
 from t2v_nb.toy import data, evaluate
 
-from conftest import preview_colour_errors
+from conftest import needs_toy, preview_colour_errors
 
 WEIGHTS = toy_model_dir("toy-shapes-flow")
-pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(WEIGHTS, "model_index.json")),
-                                reason="the toy-shapes-flow weights are not in this checkout (t2v_nb/toy/weights_flow)")
+pytestmark = needs_toy("toy-shapes-flow")
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return t2v_nb.load("toy-shapes-flow", device="cpu")
+def pipe(flow_toy_pipe):
+    return flow_toy_pipe
 
 
 def test_ships_in_wan_pipelines_layout_under_10_mb():

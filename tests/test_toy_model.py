@@ -9,20 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-import t2v_nb
 from t2v_nb.models import toy_model_dir
 from t2v_nb.toy import data, evaluate
 
-from conftest import preview_colour_errors
+from conftest import needs_toy, preview_colour_errors
 
 WEIGHTS = toy_model_dir()
-pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(WEIGHTS, "model_index.json")),
-                                reason="the toy-shapes weights are not in this checkout (t2v_nb/toy/weights)")
+pytestmark = needs_toy("toy-shapes")
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    return t2v_nb.load("toy-shapes")
+def pipe(toy_pipe):
+    return toy_pipe
 
 
 def test_ships_in_the_diffusers_layout_under_20_mb():
@@ -94,36 +92,57 @@ def test_diffusers_pipeline_loads_it_and_makes_the_same_video(pipe):
     assert torch.allclose(ours.latents.float(), theirs.float(), atol=1e-4)
 
 
+# The tests on the fixed sample are heavy (24 videos, 48 for the guidance comparison): `make test-slow` runs them.
+# Under pytest-xdist this module runs whole on one worker (conftest.ONE_WORKER), which makes the sample once.
+on_the_sample = pytest.mark.slow
+
+
+# every third seen combination and every held-out one, seed 100 (the full evaluation, `python -m
+# t2v_nb.toy.evaluate`, uses seeds 0-2); every colour is drawn both as a circle and as a square
+SAMPLE, SAMPLE_SEED = data.seen_clips()[::3] + data.held_out_clips(), 100
+
+
 @pytest.fixture(scope="module")
-def sample_report(pipe):
-    """The strict evaluator on a fixed sample, default sampler settings: every third seen combination and
-    every held-out one, seed 100 (the full evaluation, `python -m t2v_nb.toy.evaluate`, uses 0-2)."""
-    clips = data.seen_clips()[::3] + data.held_out_clips()
-    report = evaluate.evaluate(lambda prompt, seed: pipe.generate(prompt, seed=seed, progress=False).frames,
-                               clips, seeds=(100,), progress=False)
+def sample_videos(pipe) -> dict:
+    """The fixed sample, made once with the default sampler settings: {clip: (finished run, decoded frames)}, for
+    the accuracy tests (the frames) and the preview test (the final latents and the frames)."""
+    videos = {}
+    for clip in SAMPLE:
+        run = pipe.start(data.caption(clip), seed=SAMPLE_SEED, record=None).finish(progress=False)
+        videos[clip] = (run, run.decode().frames)
+    return videos
+
+
+@pytest.fixture(scope="module")
+def sample_report(sample_videos):
+    """The strict evaluator on the fixed sample."""
+    frames = {data.caption(clip): video for clip, (_, video) in sample_videos.items()}
+    report = evaluate.evaluate(lambda prompt, seed: frames[prompt], SAMPLE, seeds=(SAMPLE_SEED,), progress=False)
     assert report.counts["seen"] == 18 and report.counts["held_out"] == 6
     return report
 
 
+@on_the_sample
 def test_learned_colour_and_direction(sample_report):
     """What the shipped model has learned: the colour and the direction the caption names."""
     acc = sample_report.accuracy["all"]
     assert acc["color"] >= 0.9 and acc["direction"] >= 0.85, sample_report.summary()
 
 
+@on_the_sample
 def test_guiding_every_step_names_more_shapes_than_only_the_early_steps(pipe, sample_report):
     """The preset guides every step (its default since 2026-12-01) because, for these weights, that names more
     of the asked-for shapes than guiding only while t >= 700 (the old default, which helped the 8x8 model);
     colour and direction hold either way (toy README, 'Status')."""
-    clips = data.seen_clips()[::3] + data.held_out_clips()
     early = evaluate.evaluate(lambda prompt, seed: pipe.generate(prompt, seed=seed, guidance_interval=(700, 1000),
                                                                  progress=False).frames,
-                              clips, seeds=(100,), progress=False)
+                              SAMPLE, seeds=(SAMPLE_SEED,), progress=False)
     every = sample_report.accuracy["all"]
     assert every["shape"] > early.accuracy["all"]["shape"] + 0.05, (sample_report.summary(), early.summary())
     assert early.accuracy["all"]["color"] >= every["color"] - 0.05
 
 
+@on_the_sample
 def test_meets_the_accuracy_targets_on_a_fixed_sample(sample_report):
     """Issue 13's targets with the strict evaluator: joint >= 0.90 seen, >= 0.75 held out (measured on all 60
     captions x 3 seeds in the toy README; this is the tests' smaller sample)."""
@@ -131,8 +150,9 @@ def test_meets_the_accuracy_targets_on_a_fixed_sample(sample_report):
     assert sample_report.accuracy["held_out"]["joint"] >= 0.75, sample_report.summary()
 
 
-def test_linear_preview_is_colour_true_on_the_shape(pipe):
+@on_the_sample
+def test_linear_preview_is_colour_true_on_the_shape(pipe, sample_videos):
     """Issue 13: per colour, the preview's hue within 30 degrees of the decoded frames' and saturation >= 0.35
-    on the shape; white stays white (low saturation, bright)."""
-    wrong = preview_colour_errors(pipe)
+    on the shape (a circle and a square of the sample); white stays white (low saturation, bright)."""
+    wrong = preview_colour_errors(pipe, sample_videos)
     assert not wrong, "\n".join(wrong)

@@ -22,6 +22,29 @@ def shipped_tokenizer(monkeypatch):
     monkeypatch.setattr(components, "build_tokenizer", lambda *a, **k: CLIPTokenizer.from_pretrained(shipped))
 
 
+@pytest.fixture(scope="session")
+def early_stage(tmp_path_factory) -> str:
+    """A work directory after the recipe's first stages on a toy budget, made once per test process: the VAE
+    (2 steps, 16x16 latents), its decoder tuned (1 step), 2 videos encoded. The tests that train the UNet copy it
+    (`go_on_from`) instead of each starting from nothing; under pytest-xdist this module runs whole on one worker
+    (conftest.ONE_WORKER), which makes it once."""
+    import os
+
+    work = str(tmp_path_factory.mktemp("early_stage") / "run")
+    os.makedirs(work)
+    train.train_vae(work, steps=2, batch_frames=2, scale_factor=4)
+    train.tune_decoder(work, steps=1, batch_frames=2)
+    train.encode_dataset(work, num_videos=2, chunk=2)
+    return work
+
+
+def go_on_from(early_stage: str, tmp_path) -> str:
+    """A copy of the shared early stage at tmp_path/run, for one test to train on."""
+    import shutil
+
+    return shutil.copytree(early_stage, str(tmp_path / "run"))
+
+
 def test_schedule_reaches_pure_noise_and_loss_weights_stay_finite():
     sched = components.build_scheduler()
     ac = sched.alphas_cumprod
@@ -120,6 +143,7 @@ def test_caption_probe_measures_the_loss_with_the_direction_or_shape_word_change
     assert train.caption_probe(cache, 1.0, tokenizer, components.build_scheduler(), n=4)(unet, text_encoder)["shape_gap"] == 0
 
 
+@pytest.mark.slow
 def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, shipped_tokenizer, capsys):
     """The whole recipe on a toy budget: each stage checkpoints, a second call with the same budget does
     nothing, the decoder stage leaves the encoder alone, and the export loads."""
@@ -157,14 +181,11 @@ def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, shipped_tokenizer,
     ckpt = torch.load(os.path.join(work, "unet.pt"), weights_only=False)
     assert ckpt["state"]["step"] == 4 and ckpt["state"]["unet_channels"] == 16  # resumed runs keep their width
 
-    # the benchmark's probes read a work directory: the log's probe, and the shape probe split by pair
-    import importlib.util
+    # the probes read a work directory: the log's probe, and the shape probe split by pair
     import re
 
-    spec = importlib.util.spec_from_file_location(
-        "toy_diagnostics", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "toy_diagnostics.py"))
-    diagnostics = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diagnostics)
+    from t2v_nb.toy import diagnostics
+
     diagnostics.probe(work)
     diagnostics.shape_pairs(work, n=2)
     printed = capsys.readouterr().out
@@ -190,15 +211,14 @@ def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, shipped_tokenizer,
     assert [row[0] for row in timed] == ["fp32", "bf16"] and all(float(row[1]) > 0 for row in timed)
 
 
-def test_recipe_with_16x16_latents_keeps_its_latent_size_through_resume_and_export(tmp_path, shipped_tokenizer):
+def test_recipe_with_16x16_latents_keeps_its_latent_size_through_resume_and_export(tmp_path, shipped_tokenizer,
+                                                                                    early_stage):
     import json
     import os
 
     import t2v_nb
 
-    work = str(tmp_path / "run")
-    os.makedirs(work)
-    train.train_vae(work, steps=2, batch_frames=2, scale_factor=4)
+    work = go_on_from(early_stage, tmp_path)  # a VAE of 2 steps made with scale_factor=4, its decoder tuned
     train.train_vae(work, steps=2, batch_frames=2)  # run again with the default argument: keeps its factor
     ckpt = torch.load(os.path.join(work, "vae.pt"), weights_only=False)
     assert ckpt["state"]["step"] == 2 and ckpt["state"]["scale_factor"] == 4
@@ -222,17 +242,14 @@ def test_recipe_with_16x16_latents_keeps_its_latent_size_through_resume_and_expo
         train.train_unet(work, steps=2, batch_size=2, eval_every=0)
 
 
-def test_ctrl_c_finishes_the_step_checkpoints_and_the_same_call_carries_on(tmp_path, shipped_tokenizer, monkeypatch):
+def test_ctrl_c_finishes_the_step_checkpoints_and_the_same_call_carries_on(tmp_path, shipped_tokenizer, monkeypatch,
+                                                                           early_stage):
     """Issue 13's "Ctrl-C safe": a real SIGINT in the middle of a UNet step raises no KeyboardInterrupt; the
     step finishes, a checkpoint is written, and the same call again trains on to its budget."""
     import os
     import signal
 
-    work = str(tmp_path / "run")
-    os.makedirs(work)
-    train.train_vae(work, steps=1, batch_frames=2)
-    train.tune_decoder(work, steps=1, batch_frames=2)
-    train.encode_dataset(work, num_videos=2, chunk=2)
+    work = go_on_from(early_stage, tmp_path)
 
     calls = []
     target = train._target
@@ -261,18 +278,15 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_the_same_call_carries_on(tmp_p
     assert torch.load(os.path.join(work, "unet.pt"), weights_only=False)["state"]["step"] == 5
 
 
-def test_a_run_moves_to_a_new_work_directory_through_its_export(tmp_path, shipped_tokenizer):
+def test_a_run_moves_to_a_new_work_directory_through_its_export(tmp_path, shipped_tokenizer, early_stage):
     """Export + init_from carry a run to another machine (or session) in the diffusers layout: the step count,
     the CPU time and the VAE carry over, the latent cache is encoded again to the same numbers, and the UNet goes
     on from the exported (EMA) weights with a fresh optimizer, its learning rate warming up again."""
     import json
     import os
 
-    work, out, moved = (str(tmp_path / name) for name in ("run", "export", "moved"))
-    os.makedirs(work)
-    train.train_vae(work, steps=1, batch_frames=2, scale_factor=4)
-    train.tune_decoder(work, steps=1, batch_frames=2)
-    train.encode_dataset(work, num_videos=2, chunk=2)
+    work = go_on_from(early_stage, tmp_path)
+    out, moved = (str(tmp_path / name) for name in ("export", "moved"))
     train.train_unet(work, steps=2, batch_size=2, eval_every=0, channels=8)
     before = torch.load(os.path.join(work, "unet.pt"), weights_only=False)
     train.export(work, out, fit_preview=False)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_pipe
+from conftest import loaded_toy, tiny_pipe
 
 from t2v_nb.preview import fit_linear_preview
 from t2v_nb.widgets import VIEWS, Studio
@@ -310,12 +310,11 @@ def test_the_studio_runs_the_flow_toy_to_the_end_with_no_notes():
     linear preview, attention, and no library warning shown as a note."""
     import os
 
-    import t2v_nb
     from t2v_nb.models import toy_model_dir
 
     if not os.path.isfile(os.path.join(toy_model_dir("toy-shapes-flow"), "model_index.json")):
         pytest.skip("the toy-shapes-flow weights are missing")
-    pipe = t2v_nb.load("toy-shapes-flow", device="cpu")
+    pipe = loaded_toy("toy-shapes-flow")
     studio = Studio(pipe, "a red circle moving right", capture_attention=True)
     assert studio.num_inference_steps.value == 20 and studio.scheduler.value == "euler"
     assert [v for _, v in studio.scheduler.options] == ["euler", "euler-a", "unipc", "dpm++"]  # flow samplers only

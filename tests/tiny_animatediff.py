@@ -7,9 +7,11 @@ import torch
 from conftest import tiny_components
 
 import t2v_nb
+from t2v_nb.toy.tiny import perturb_weights
 
 NAME = "animatediff"
 SCHEDULERS = ("ddim", "dpm++", "euler")
+SAVED = {"scheduler": "dpm++", "classes": {"unet": "UNetMotionModel", "scheduler": "DPMSolverMultistepScheduler"}}
 SMALL = dict(num_frames=3, height=16, width=16, num_inference_steps=3)
 
 
@@ -24,9 +26,7 @@ def components(seed: int = 0, scheduler: str = "ddim") -> dict:
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
     adapter = MotionAdapter(block_out_channels=(16, 32), motion_layers_per_block=1, motion_norm_num_groups=8,
                             motion_num_attention_heads=2, motion_max_seq_length=8)
-    with torch.no_grad():  # random init leaves many outputs near zero (the motion modules' out layers are zeros)
-        for p in list(unet.parameters()) + list(adapter.parameters()):
-            p.add_(torch.randn_like(p) * 0.02)
+    perturb_weights(unet, adapter, scale=0.02)  # random init leaves many outputs near zero (motion out layers: 0)
     for m in (unet, adapter):
         m.eval().requires_grad_(False)
     parts["unet"], parts["motion_adapter"] = unet, adapter

@@ -38,7 +38,7 @@ def components(seed: int = 0, scheduler: str = "euler", timestep_conditioning: b
     from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
-    from t2v_nb.toy.tiny import t5_tokenizer
+    from t2v_nb.toy.tiny import perturb_weights, t5_tokenizer
 
     tok = t5_tokenizer(model_max_length=128)
     torch.manual_seed(seed)
@@ -48,9 +48,7 @@ def components(seed: int = 0, scheduler: str = "euler", timestep_conditioning: b
     transformer = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, num_attention_heads=2,
                                              attention_head_dim=8, cross_attention_dim=16, num_layers=2,
                                              caption_channels=32)
-    with torch.no_grad():  # random init leaves the output near zero; perturb so the tests see real numbers
-        for p in transformer.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    perturb_weights(transformer, scale=0.05)  # random init leaves the output near zero
     torch.manual_seed(seed + 2)
     vae = AutoencoderKLLTXVideo(latent_channels=8, block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
                                 layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5,

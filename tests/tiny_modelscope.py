@@ -11,7 +11,9 @@ from conftest import tiny_components
 import t2v_nb
 
 NAME = "modelscope"
-SCHEDULERS = ("ddim", "dpm++", "euler")
+SCHEDULERS = ("ddim", "dpm++", "euler", "lms", "pndm", "unipc", "euler-a", "heun")
+# test_families' directory round trip: the scheduler saved, the classes and defaults t2v_nb.load finds
+SAVED = {"scheduler": "ddim", "classes": {"unet": "UNet3DConditionModel", "scheduler": "DDIMScheduler"}}
 SMALL = dict(num_frames=3, height=16, width=16, num_inference_steps=3)
 
 

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import functools
+import tiny_modelscope
+from conftest import loaded_toy
 
 import t2v_nb
-import tiny_modelscope
 
 NAME = "modelscope"
 SCHEDULERS = ("ddim", "dpm++")
 SMALL = dict(num_frames=4, height=64, width=64, num_inference_steps=3)
 
 
-@functools.lru_cache(maxsize=None)
-def _loaded() -> t2v_nb.StepwisePipeline:
-    return t2v_nb.load("toy-shapes", device="cpu")
-
-
 def components(seed: int = 0, scheduler: str = "ddim") -> dict:
     from t2v_nb.schedulers import make_scheduler
 
-    parts = _loaded().components
+    parts = loaded_toy("toy-shapes").components
     return {**parts, "scheduler": make_scheduler(scheduler, parts["scheduler"])}
 
 

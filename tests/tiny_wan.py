@@ -1,43 +1,23 @@
 """Tiny random Wan 2.1 components (WanPipeline's classes at toy size), built offline, for the contract suite.
 
-The tokenizer is T5-style without sentencepiece or the hub: a `tokenizers` Unigram model over "\u2581word"
-pieces (plus single letters, so any English text tokenizes), a Metaspace pre-tokenizer and a post-processor
-appending "</s>", wrapped in `T5TokenizerFast`. The text encoder is a 2-layer `UMT5EncoderModel`, the
-transformer a 2-layer `WanTransformer3DModel` (patch (1, 2, 2)), the VAE an `AutoencoderKLWan` with the
+The tokenizer is t2v_nb.toy.tiny's T5-style one (no sentencepiece, no hub). The text encoder is a 2-layer
+`UMT5EncoderModel`, the transformer a 2-layer `WanTransformer3DModel` (patch (1, 2, 2)), the VAE an `AutoencoderKLWan` with the
 real compression (4x in time, 8x in space) but 3 base channels.
 """
 
 from __future__ import annotations
 
-import string
-
 import torch
 
 import t2v_nb
+from t2v_nb.toy.tiny import perturb_weights, t5_tokenizer
 
 NAME = "wan"
 SCHEDULERS = ("unipc", "euler")
+SAVED = {"scheduler": "unipc", "classes": {"transformer": "WanTransformer3DModel", "scheduler": "UniPCMultistepScheduler"},
+         "defaults": {"num_frames": 81, "fps": 16.0}}  # WanPipeline's defaults, not a UNet's
 SMALL = dict(num_frames=9, height=32, width=32, num_inference_steps=3)  # 3 latent frames of 4x4, 2x2 patches
 FLOW_SHIFT = 3.0
-WORDS = ("a red green blue circle square triangle moving left right up down the of and in on with "
-         "ball car dog cat fast slow big small").split()
-
-
-def t5_tokenizer():
-    """A T5-style fast tokenizer: pad 0, "</s>" 1, "<unk>" 2, then "\u2581word" pieces and single letters."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import T5TokenizerFast
-
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    pieces += [("\u2581" + w, -2.0) for w in WORDS]
-    pieces += [("\u2581", -6.0)] + [(c, -8.0) for c in string.ascii_letters + string.digits + string.punctuation]
-    model = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
-    model.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
-    model.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
-    model.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                         special_tokens=[("</s>", 1)])
-    return T5TokenizerFast(tokenizer_object=model, extra_ids=0, pad_token="<pad>", eos_token="</s>",
-                           unk_token="<unk>", model_max_length=512)
 
 
 def make_scheduler(name: str = "unipc", shift: float = FLOW_SHIFT):
@@ -60,7 +40,7 @@ def components(seed: int = 0, scheduler: str = "unipc", encoder: str = "umt5") -
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
-    tok = t5_tokenizer()
+    tok = t5_tokenizer(512)
     torch.manual_seed(seed)
     cfg = dict(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
                relative_attention_num_buckets=8, relative_attention_max_distance=32, pad_token_id=0,
@@ -71,9 +51,7 @@ def components(seed: int = 0, scheduler: str = "unipc", encoder: str = "umt5") -
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
         text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32)
-    with torch.no_grad():  # random init leaves the output near zero; perturb so the tests see real numbers
-        for p in transformer.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    perturb_weights(transformer, scale=0.05)  # random init leaves the output near zero
     torch.manual_seed(seed + 2)
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True])

@@ -33,7 +33,7 @@ import string
 
 import torch
 
-__all__ = ["tiny_pipeline", "t5_tokenizer", "FAMILIES", "WORDS", "LTX_TEXT_LENGTH"]
+__all__ = ["tiny_pipeline", "t5_tokenizer", "perturb_weights", "FAMILIES", "WORDS", "LTX_TEXT_LENGTH"]
 
 FAMILIES = ("wan", "cogvideox", "ltx")
 WORDS = ("a an the of and in on with at red green blue yellow white black circle square triangle ball car dog "
@@ -68,10 +68,14 @@ def _t5_config(vocab_size: int) -> dict:
 
 
 @torch.no_grad()
-def _perturb(module: torch.nn.Module, scale: float = 0.05) -> None:
-    """diffusers zero-initializes some output layers; add noise to every weight so every part does something."""
-    for p in module.parameters():
-        p.add_(torch.randn_like(p) * scale)
+def perturb_weights(*modules: torch.nn.Module, scale: float = 0.05) -> None:
+    """Add N(0, scale^2) noise to every weight of `modules`, in order (from torch's global generator).
+
+    diffusers zero-initializes some output layers (and random init leaves many outputs near zero), so a tiny
+    random model made as-is does little; after this every part does something."""
+    for module in modules:
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * scale)
 
 
 def _wan_parts(seed: int) -> dict:
@@ -89,7 +93,7 @@ def _wan_parts(seed: int) -> dict:
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=24, in_channels=16, out_channels=16,
         text_dim=32, freq_dim=32, ffn_dim=96, num_layers=2, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", rope_max_seq_len=64)
-    _perturb(transformer)
+    perturb_weights(transformer)
     torch.manual_seed(seed + 2)
     vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True])
@@ -118,7 +122,7 @@ def _cogvideox_parts(seed: int) -> dict:
         text_embed_dim=32, num_layers=2, sample_width=w, sample_height=h, sample_frames=_DEFAULTS["num_frames"],
         patch_size=2, temporal_compression_ratio=4, max_text_seq_length=COGVIDEOX_TEXT_LENGTH,
         use_rotary_positional_embeddings=False)
-    _perturb(transformer)
+    perturb_weights(transformer)
     torch.manual_seed(seed + 2)
     vae = AutoencoderKLCogVideoX(
         block_out_channels=(8, 8, 8, 8), latent_channels=16, layers_per_block=1, norm_num_groups=2,
@@ -147,7 +151,7 @@ def _ltx_parts(seed: int) -> dict:
     transformer = LTXVideoTransformer3DModel(in_channels=128, out_channels=128, num_attention_heads=2,
                                              attention_head_dim=8, cross_attention_dim=16, num_layers=2,
                                              caption_channels=32)
-    _perturb(transformer)
+    perturb_weights(transformer)
     torch.manual_seed(seed + 2)
     vae = AutoencoderKLLTXVideo(latent_channels=128, block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
                                 layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5,
