@@ -73,6 +73,10 @@ def pipe():
 # whichever worker is free, on its own. (xdist's `--dist loadgroup` with `xdist_group` marks would say this in
 # the tests, but it passes the group through the node ids, which pytest 9.2 no longer lets it change, so it
 # silently stopped grouping: pytest-dev/pytest-xdist#1386.)
+# Every family's tiny random twin (tests/tiny_<name>.py): the contract suite, the page export and the sweeps run
+# on each. A new family adds its module here.
+FAMILY_MODULES = ["tiny_modelscope", "tiny_toy", "tiny_animatediff", "tiny_wan", "tiny_cogvideox", "tiny_ltx"]
+
 ONE_WORKER = ("tests/test_toy_model.py", "tests/test_toy_training.py")
 
 

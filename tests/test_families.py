@@ -17,7 +17,8 @@ import torch
 
 from t2v_nb.attention import attention_layers
 
-FAMILY_MODULES = ["tiny_modelscope", "tiny_toy", "tiny_animatediff", "tiny_wan", "tiny_cogvideox", "tiny_ltx"]
+from conftest import FAMILY_MODULES  # noqa: E402
+
 PROMPT = "a red circle moving right"
 # (module, scheduler) for each scheduler a family is compared with its diffusers pipeline on
 BY_SCHEDULER = [(name, s) for name in FAMILY_MODULES for s in importlib.import_module(name).SCHEDULERS]

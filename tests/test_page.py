@@ -21,7 +21,8 @@ from PIL import Image
 import t2v_nb
 from t2v_nb import page as page_module
 
-FAMILY_MODULES = ["tiny_modelscope", "tiny_toy", "tiny_animatediff", "tiny_wan", "tiny_cogvideox", "tiny_ltx"]
+from conftest import FAMILY_MODULES  # noqa: E402
+
 TOY = dict(num_frames=8, height=64, width=64, num_inference_steps=20)
 PROMPT = "a red circle moving right"
 

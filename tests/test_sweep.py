@@ -20,7 +20,8 @@ from t2v_nb.sweep import SweepResult, check_grid, read_config, read_manifests
 
 sweep_module = importlib.import_module("t2v_nb.sweep")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-FAMILY_MODULES = ["tiny_modelscope", "tiny_toy", "tiny_animatediff", "tiny_wan", "tiny_cogvideox", "tiny_ltx"]
+from conftest import FAMILY_MODULES  # noqa: E402
+
 PROMPT = "a red circle moving right"
 
 

@@ -17,6 +17,9 @@ import t2v_nb
 
 NAME = "ltx"
 SCHEDULERS = ("euler",)
+SAVED = {"scheduler": "euler",
+         "classes": {"transformer": "LTXVideoTransformer3DModel", "scheduler": "FlowMatchEulerDiscreteScheduler"},
+         "defaults": {"num_frames": 161, "fps": 25.0}}  # LTXPipeline's defaults
 SMALL = dict(num_frames=9, height=64, width=96, num_inference_steps=3)
 OTHER = dict(num_frames=17, height=96, width=64, num_inference_steps=4)  # another token count: another shift mu
 FPS = 25.0
