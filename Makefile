@@ -48,7 +48,7 @@ $(VENVCOLAB)/.installed: pyproject.toml .ci/colab_env.sh .ci/colab/check_install
 	PYTHON=$(PYTHON) TORCH="$(TORCH)" COLAB_VENV=$(VENVCOLAB) COLAB_CONSTRAINTS=$(COLAB_CONSTRAINTS) bash .ci/colab_env.sh
 
 test-colab: $(VENVCOLAB)/.installed
-	# The lessons' claims on the toys are checked once, by `make test`; here the notebooks run on the tiny model.
+	# The lessons' claims on the toys are checked once, by `make test-slow`; here the notebooks run on the tiny model.
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(VENVCOLAB)/bin/python -m pytest -q tests/test_widgets.py tests/test_notebooks.py \
 		-k "not claims_hold and not flow_toy and not two_toys"
 
