@@ -597,7 +597,9 @@ class Run:
             **self.params,
             "steps_done": self.i,
             "scheduler": _sched.scheduler_name(self.scheduler),
-            "scheduler_config": dict(self.scheduler.config),
+            # diffusers keeps `_use_default_values` as a set: sorted, so a record's bytes do not depend on the process
+            "scheduler_config": {k: sorted(v) if isinstance(v, (set, frozenset)) or k == "_use_default_values" else v
+                                 for k, v in self.scheduler.config.items()},
             "model": dict(self.pipe.source),
             "family": self.pipe.family.name,
             **({"decode": dict(d)} if (d := self.pipe.family.decode_settings()) else {}),

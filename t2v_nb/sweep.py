@@ -418,15 +418,6 @@ def _save_pred_x0(pipe, run, path: pathlib.Path) -> None:
     _replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=80))
 
 
-def _stable(record: dict) -> dict:
-    """The record with what Python's per-process set order leaves in it sorted (diffusers keeps the scheduler
-    config's `_use_default_values`, a set, as a list), so every process writes the same bytes for a result."""
-    config = record.get("scheduler_config")
-    if isinstance(config, dict) and isinstance(config.get("_use_default_values"), (list, tuple, set)):
-        record = {**record, "scheduler_config": {**config, "_use_default_values": sorted(config["_use_default_values"])}}
-    return record
-
-
 def make_one(pipe, combo: dict, folder: pathlib.Path, cid: str, *, pred_x0: bool = False, frames: bool = True) -> dict:
     """Make one combination's video and write its files; returns its manifest entry (not yet written)."""
     import numpy as np
@@ -435,7 +426,6 @@ def make_one(pipe, combo: dict, folder: pathlib.Path, cid: str, *, pred_x0: bool
     settings = {k: v for k, v in combo.items() if k not in ("prompt", "seed")}
     run = pipe.start(combo["prompt"], seed=combo["seed"], record=["step.pred_x0"] if pred_x0 else None, **settings)
     video = run.finish(progress=False).decode()
-    video.record = _stable(video.record)
     files = {"video": f"{cid}.mp4", "record": f"{cid}.mp4.json"}
     video.save(folder / files["video"], overwrite=True)
     if frames:
