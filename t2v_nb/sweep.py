@@ -47,7 +47,6 @@ import sys
 import time
 import types
 import uuid
-from typing import Any
 
 __all__ = ["sweep", "SweepResult", "SWEEPABLE", "check_grid", "combinations", "combination_id", "read_manifests",
            "is_complete", "make_one", "process_state", "read_config", "main"]

@@ -38,31 +38,13 @@ def make_scheduler(name: str = "euler"):
 
 
 def components(seed: int = 0, scheduler: str = "euler", timestep_conditioning: bool = True) -> dict:
-    from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
-    from transformers import T5Config, T5EncoderModel
+    """t2v_nb.toy.tiny's LTX parts with 8 latent channels (the model's layout is 128), and `scheduler`."""
+    from t2v_nb.toy.tiny import ltx_parts
 
-    from t2v_nb.toy.tiny import perturb_weights, t5_tokenizer
-
-    tok = t5_tokenizer(model_max_length=128)
-    torch.manual_seed(seed)
-    text_encoder = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=37, num_layers=2,
-                                           num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
-    torch.manual_seed(seed + 1)
-    transformer = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, num_attention_heads=2,
-                                             attention_head_dim=8, cross_attention_dim=16, num_layers=2,
-                                             caption_channels=32)
-    perturb_weights(transformer, scale=0.05)  # random init leaves the output near zero
-    torch.manual_seed(seed + 2)
-    vae = AutoencoderKLLTXVideo(latent_channels=8, block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
-                                layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5,
-                                timestep_conditioning=timestep_conditioning, decoder_inject_noise=(False,) * 5)
-    with torch.no_grad():
-        vae.latents_mean.copy_(torch.randn(8) * 0.1)
-        vae.latents_std.copy_(torch.rand(8) + 0.5)
-    for m in (text_encoder, transformer, vae):
-        m.eval().requires_grad_(False)
-    return {"tokenizer": tok, "text_encoder": text_encoder, "transformer": transformer, "vae": vae,
-            "scheduler": make_scheduler(scheduler)}
+    parts = ltx_parts(seed, channels=8, timestep_conditioning=timestep_conditioning)
+    for name in ("text_encoder", "transformer", "vae"):
+        parts[name].eval().requires_grad_(False)
+    return {**parts, "scheduler": make_scheduler(scheduler)}
 
 
 def tiny_pipe(**kw) -> t2v_nb.StepwisePipeline:

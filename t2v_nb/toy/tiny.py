@@ -136,9 +136,9 @@ def _cogvideox_parts(seed: int) -> dict:
             "scheduler": scheduler}
 
 
-def _ltx_parts(seed: int) -> dict:
+def ltx_parts(seed: int = 0, channels: int = 128, timestep_conditioning: bool = True) -> dict:
     """LTXPipeline's classes: T5 (2 layers, 32 wide) over 128 positions, a 2-block LTXVideoTransformer3DModel (2
-    heads x 8, patch size 1, 128 channels in and out), AutoencoderKLLTXVideo with 128 latent channels (blocks 8
+    heads x 8, patch size 1, `channels` in and out), AutoencoderKLLTXVideo with `channels` latent channels (blocks 8
     wide; a 4x4 patchify, then 2x down-samplings to 8x in time, 32x in space), per-channel latents mean and std
     (random here), a timestep-conditioned decoder; flow-matching Euler with dynamic (size-dependent) shifting."""
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
@@ -148,17 +148,18 @@ def _ltx_parts(seed: int) -> dict:
     torch.manual_seed(seed)
     text_encoder = T5EncoderModel(T5Config(**_t5_config(len(tokenizer))))
     torch.manual_seed(seed + 1)
-    transformer = LTXVideoTransformer3DModel(in_channels=128, out_channels=128, num_attention_heads=2,
+    transformer = LTXVideoTransformer3DModel(in_channels=channels, out_channels=channels, num_attention_heads=2,
                                              attention_head_dim=8, cross_attention_dim=16, num_layers=2,
                                              caption_channels=32)
     perturb_weights(transformer)
     torch.manual_seed(seed + 2)
-    vae = AutoencoderKLLTXVideo(latent_channels=128, block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
-                                layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5,
-                                timestep_conditioning=True, decoder_inject_noise=(False,) * 5)
+    vae = AutoencoderKLLTXVideo(latent_channels=channels, block_out_channels=(8,) * 4,
+                                decoder_block_out_channels=(8,) * 4, layers_per_block=(1,) * 5,
+                                decoder_layers_per_block=(1,) * 5, timestep_conditioning=timestep_conditioning,
+                                decoder_inject_noise=(False,) * 5)
     with torch.no_grad():
-        vae.latents_mean.copy_(torch.randn(128) * 0.1)
-        vae.latents_std.copy_(torch.rand(128) + 0.5)
+        vae.latents_mean.copy_(torch.randn(channels) * 0.1)
+        vae.latents_std.copy_(torch.rand(channels) + 0.5)
     scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05,
                                                 base_image_seq_len=1024, max_image_seq_len=4096, shift_terminal=0.1)
     return {"tokenizer": tokenizer, "text_encoder": text_encoder, "transformer": transformer, "vae": vae,
@@ -183,7 +184,7 @@ def tiny_pipeline(family: str = "wan", seed: int = 0):
         raise ValueError(f"family must be one of {', '.join(map(repr, FAMILIES))}, got {family!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, not {type(seed).__name__} ({seed!r}).")
-    parts = {"wan": _wan_parts, "cogvideox": _cogvideox_parts, "ltx": _ltx_parts}[family](seed)
+    parts = {"wan": _wan_parts, "cogvideox": _cogvideox_parts, "ltx": ltx_parts}[family](seed)
     for name in ("text_encoder", "transformer", "vae"):
         parts[name].eval().requires_grad_(False)
     settings = {"wan": {"guidance_scale": 5.0, "fps": 16.0}, "cogvideox": {"guidance_scale": 6.0, "fps": 8.0},
