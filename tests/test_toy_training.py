@@ -156,7 +156,7 @@ def test_recipe_runs_end_to_end_resumes_and_exports(tmp_path, shipped_tokenizer,
 
     work = str(tmp_path / "run")
     os.makedirs(work)
-    train.train_vae(work, steps=2, batch_frames=2)
+    train.train_vae(work, steps=2, batch_frames=2, scale_factor=8)  # the 8x8 model's VAE (the default is 4)
     vae_before = train.load_vae(work).state_dict()
     train.tune_decoder(work, steps=2, batch_frames=2)
     ckpt = torch.load(os.path.join(work, "vae.pt"), weights_only=False)
@@ -219,7 +219,7 @@ def test_recipe_with_16x16_latents_keeps_its_latent_size_through_resume_and_expo
     import t2v_nb
 
     work = go_on_from(early_stage, tmp_path)  # a VAE of 2 steps made with scale_factor=4, its decoder tuned
-    train.train_vae(work, steps=2, batch_frames=2)  # run again with the default argument: keeps its factor
+    train.train_vae(work, steps=2, batch_frames=2, scale_factor=8)  # run again with another factor: keeps its own
     ckpt = torch.load(os.path.join(work, "vae.pt"), weights_only=False)
     assert ckpt["state"]["step"] == 2 and ckpt["state"]["scale_factor"] == 4
     train.tune_decoder(work, steps=1, batch_frames=2)

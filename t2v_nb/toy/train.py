@@ -11,6 +11,10 @@ where it stopped when started again with the same command:
 3. ``unet``: the UNet (and the text encoder, unless frozen) learn v-prediction on a zero-terminal-SNR
    schedule, with "layout" loss weights, 10% empty captions (the default negative prompt is ""), EMA weights.
 
+Every budget is in steps, so a run on a busy machine makes the same model; the stage loop, its clocks and the
+latent cache are `t2v_nb.toy._recipe`'s, shared with `train_flow`. The training loss, for a lesson to call:
+`v_prediction_loss` on timesteps from `sample_timesteps`.
+
 ``--export DIR`` writes the EMA weights in the diffusers layout (model_index.json + one folder per
 component, safetensors) with the latent -> RGB preview factors fitted for the VAE.
 
@@ -28,33 +32,21 @@ import json
 import math
 import os
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..models import PRESETS
-from . import components, data
-from ._recipe import Stop, log as _log, save as _save
+from . import _recipe, components, data
+from ._recipe import Budget, Stop, log as _log, run_stage, save as _save
 
 _stop = Stop()  # set by Ctrl-C or SIGTERM (see main)
+RECIPE_VAE_SCALE_FACTOR = 4  # a new run's VAE: 16x16 latents (the shipped model's; components.VAE_SCALE_FACTOR is 8)
 
 
 # ---------------------------------------------------------------- stage 1: VAE
-
-def _crops(frames: np.ndarray, rng: np.random.Generator, size: int = 32, grid: int = 8) -> np.ndarray:
-    """A size x size crop of each frame that contains its shape, at offsets on the latent grid (`grid` pixels)."""
-    out = np.empty((len(frames), size, size, 3), np.float32)
-    H = frames.shape[1]
-    for k, frame in enumerate(frames):
-        diff = np.abs(frame - frame[0, 0]).sum(-1)  # the corner pixel is background
-        ys, xs = np.nonzero(diff > 0.2)
-        cy, cx = (ys.mean(), xs.mean()) if len(ys) else (H / 2, H / 2)
-        y0 = int(np.clip(grid * round((cy - size / 2 + rng.integers(-8, 9)) / grid), 0, H - size))
-        x0 = int(np.clip(grid * round((cx - size / 2 + rng.integers(-8, 9)) / grid), 0, H - size))
-        out[k] = frame[y0 : y0 + size, x0 : x0 + size]
-    return out
-
 
 def _reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, block: int = 8) -> torch.Tensor:
     """Pixel MSE + L1, plus the error of `block` x `block` means (one per latent pixel) weighted heavily: colour
@@ -64,11 +56,34 @@ def _reconstruction_loss(rec: torch.Tensor, x: torch.Tensor, block: int = 8) -> 
     return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 10 * low
 
 
+def _vae_batch(rng: np.random.Generator, n: int, whole: bool, grid: int) -> torch.Tensor:
+    """One VAE step's frames, [N, 3, H, W] in [-1, 1]: n 32x32 crops around the shape (a quarter of the pixels
+    of a frame but most of its information: the VAE is convolutional), or n // 2 whole frames."""
+    n = n // 2 if whole else n
+    videos, _, _ = data.sample_batch(rng, n, "all")
+    frames = videos[np.arange(n), rng.integers(0, data.NUM_FRAMES, n)]  # [N, H, W, 3]
+    if not whole:  # the corner pixel is background
+        frames = _recipe.crops_around(frames, np.abs(frames - frames[:, :1, :1]).sum(-1) > 0.2, rng, grid=grid)
+    return torch.from_numpy(frames).permute(0, 3, 1, 2) * 2 - 1
+
+
+def _vae_loss(vae, colour: torch.nn.Linear, x: torch.Tensor, scale_factor: int) -> torch.Tensor:
+    """The VAE stage's loss on frames x [N, 3, H, W]: `_reconstruction_loss`, the error of the linear colour
+    read-out `colour` of each latent pixel against its block's mean colour (weight 10), a tiny KL term."""
+    post = vae.encode(x).latent_dist
+    z = post.mode()  # [N, C, h, w]
+    rec = vae.decode(z).sample  # as AutoencoderKL.forward does by default
+    linear_rgb = colour(z.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # [N, 3, h, w]
+    return (_reconstruction_loss(rec, x, scale_factor) + 10 * F.mse_loss(linear_rgb, F.avg_pool2d(x, scale_factor))
+            + 1e-6 * post.kl().mean())
+
+
 def train_vae(workdir: str, steps: int, batch_frames: int = 16, lr: float = 1e-3, seed: int = 0,
-              scale_factor: int = components.VAE_SCALE_FACTOR) -> None:
-    """Stage 1. `scale_factor`: pixels per latent pixel of a new run's VAE (a resumed run keeps its own)."""
+              scale_factor: int = RECIPE_VAE_SCALE_FACTOR) -> None:
+    """Stage 1: `steps` VAE steps in all. `scale_factor`: pixels per latent pixel of a new run's VAE, 4 (16x16
+    latents, as the command line's default) or 8; a resumed run keeps its checkpoint's."""
     path = os.path.join(workdir, "vae.pt")
-    ckpt = torch.load(path, weights_only=False) if os.path.exists(path) else None
+    ckpt = _recipe.load(path)
     if ckpt is not None:
         scale_factor = _ckpt_scale_factor(ckpt)
     vae = components.build_vae(seed, scale_factor)
@@ -91,48 +106,20 @@ def train_vae(workdir: str, steps: int, batch_frames: int = 16, lr: float = 1e-3
     val, _, _ = data.sample_batch(np.random.default_rng([seed, 99]), 16, "all")
     val = torch.from_numpy(val.reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2) * 2 - 1  # [128, 3, H, W] in [-1, 1]
 
-    def psnr() -> float:
-        vae.eval()
-        with torch.no_grad():
-            rec = vae.decode(vae.encode(val).latent_dist.mode()).sample.clamp(-1, 1)
-        vae.train()
-        mse = ((rec - val) / 2).pow(2).mean().item()
-        return 10 * math.log10(1 / mse)
-
-    last_ckpt, running = time.time(), []
-    while state["step"] < steps and not _stop:
-        t0, c0 = time.time(), time.process_time()
-        # Small batches of 32x32 crops around the shape: a quarter of the pixels of a frame but most of
-        # its information (the VAE is convolutional).
+    def step() -> float:
         # The last 16% of the steps on whole frames, so GroupNorm's statistics match what it will see.
-        whole = state["step"] > steps * 0.84
-        n = batch_frames // 2 if whole else batch_frames
-        videos, _, _ = data.sample_batch(rng, n, "all")
-        frames = videos[np.arange(n), rng.integers(0, data.NUM_FRAMES, n)]  # [N, H, W, 3]
-        x = torch.from_numpy(frames if whole else _crops(frames, rng, grid=scale_factor)).permute(0, 3, 1, 2) * 2 - 1
-        # Lower the learning rate for the last third of the steps.
-        for g in opt.param_groups:
-            g["lr"] = lr if state["step"] < steps * 2 / 3 else lr * 0.3
-        post = vae.encode(x).latent_dist
-        z = post.mode()  # [N, C, h, w]
-        rec = vae.decode(z).sample  # as AutoencoderKL.forward does by default
-        linear_rgb = colour(z.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # [N, 3, h, w]
-        loss = (_reconstruction_loss(rec, x, scale_factor) + 10 * F.mse_loss(linear_rgb, F.avg_pool2d(x, scale_factor))
-                + 1e-6 * post.kl().mean())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        state["step"] += 1
-        state["seconds"] += time.time() - t0
-        state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - c0
-        running.append(loss.item())
-        if state["step"] % 200 == 0:
-            _log(workdir, stage="vae", step=state["step"], loss=float(np.mean(running)), psnr=psnr(),
-                 minutes=state["seconds"] / 60, cpu_minutes=state["cpu_seconds"] / 60)
-            running = []
-        if time.time() - last_ckpt > 180:
-            _save({"model": vae.state_dict(), "colour": colour.state_dict(), "opt": opt.state_dict(), "state": state}, path)
-            last_ckpt = time.time()
+        x = _vae_batch(rng, batch_frames, state["step"] > steps * 0.84, scale_factor)
+        loss = _vae_loss(vae, colour, x, scale_factor)
+        # The learning rate drops for the last third of the steps.
+        _recipe.optimizer_step(opt, loss, lr if state["step"] < steps * 2 / 3 else lr * 0.3)
+        return loss.item()
+
+    def save(**extra) -> None:
+        _save({"model": vae.state_dict(), "colour": colour.state_dict(), "opt": opt.state_dict(), "state": state,
+               **extra}, path)
+
+    run_stage(workdir, "vae", state, step, budget=Budget(steps=steps), device=torch.device("cpu"), save=save,
+              stop=_stop, log_every=200, row=lambda: {"psnr": _psnr(vae, val)})
     if not _stop:
         state["done"] = True
         # scaling_factor: make the latents unit-variance, as SD's 0.18215 does for its VAE.
@@ -140,9 +127,19 @@ def train_vae(workdir: str, steps: int, batch_frames: int = 16, lr: float = 1e-3
         with torch.no_grad():
             lat = vae.encode(val).latent_dist.mode()
         vae.register_to_config(scaling_factor=float(1 / lat.std()))
-        _log(workdir, stage="vae", step=state["step"], psnr=psnr(), scaling_factor=vae.config.scaling_factor, done=True)
-    _save({"model": vae.state_dict(), "colour": colour.state_dict(), "opt": opt.state_dict(), "state": state,
-           "scaling_factor": vae.config.scaling_factor}, path)
+        _log(workdir, stage="vae", step=state["step"], psnr=_psnr(vae, val), scaling_factor=vae.config.scaling_factor,
+             done=True)
+    save(scaling_factor=vae.config.scaling_factor)
+
+
+def _psnr(vae, val: torch.Tensor) -> float:
+    """PSNR (dB) of the VAE's round trip of the frames `val` [N, 3, H, W] in [-1, 1]."""
+    vae.eval()
+    with torch.no_grad():
+        rec = vae.decode(vae.encode(val).latent_dist.mode()).sample.clamp(-1, 1)
+    vae.train()
+    mse = ((rec - val) / 2).pow(2).mean().item()
+    return 10 * math.log10(1 / mse)
 
 
 def _ckpt_scale_factor(ckpt: dict) -> int:
@@ -151,6 +148,7 @@ def _ckpt_scale_factor(ckpt: dict) -> int:
 
 
 def load_vae(workdir: str):
+    """The work directory's VAE (stage 1, and 1b once it ran), in eval mode."""
     ckpt = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)
     vae = components.build_vae(scale_factor=_ckpt_scale_factor(ckpt))
     vae.load_state_dict(ckpt["model"])
@@ -183,7 +181,8 @@ def tune_decoder(workdir: str, steps: int, noise: float = 0.5, batch_frames: int
     path = os.path.join(workdir, "vae.pt")
     ckpt = torch.load(path, weights_only=False)
     tune = ckpt["state"].setdefault("decoder", {"step": 0, "seconds": 0.0, "noise": noise})
-    if tune["step"] >= steps:
+    budget = Budget(steps=steps)
+    if not budget.left(tune):
         return
     vae = load_vae(workdir)
     vae.encoder.requires_grad_(False)
@@ -195,63 +194,47 @@ def tune_decoder(workdir: str, steps: int, noise: float = 0.5, batch_frames: int
     rng = np.random.default_rng([seed, 3, tune["step"]])
     gen = torch.Generator().manual_seed(seed * 1000 + tune["step"])
     vae.decoder.train()
-    last_ckpt, running = time.time(), []
 
-    def save():
+    def step() -> float:
+        z, x = noisy_latents(vae, batch_frames, noise, rng, gen)
+        loss = _reconstruction_loss(vae.decode(z).sample, x, components.vae_scale_factor(vae))
+        _recipe.optimizer_step(opt, loss, lr if tune["step"] < steps * 2 / 3 else lr * 0.3)
+        return loss.item()
+
+    def save() -> None:
         ckpt["model"], ckpt["decoder_opt"] = vae.state_dict(), opt.state_dict()
         _save(ckpt, path)
 
-    while tune["step"] < steps and not _stop:
-        t0, c0 = time.time(), time.process_time()
-        z, x = noisy_latents(vae, batch_frames, noise, rng, gen)
-        loss = _reconstruction_loss(vae.decode(z).sample, x, components.vae_scale_factor(vae))
-        for g in opt.param_groups:
-            g["lr"] = lr if tune["step"] < steps * 2 / 3 else lr * 0.3
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        tune["step"] += 1
-        tune["seconds"] += time.time() - t0
-        tune["cpu_seconds"] = tune.get("cpu_seconds", 0.0) + time.process_time() - c0
-        running.append(loss.item())
-        if tune["step"] % 200 == 0:
-            _log(workdir, stage="decoder", step=tune["step"], loss=float(np.mean(running)), minutes=tune["seconds"] / 60,
-                 cpu_minutes=tune["cpu_seconds"] / 60)
-            running = []
-        if time.time() - last_ckpt > 180:
-            save()
-            last_ckpt = time.time()
+    run_stage(workdir, "decoder", tune, step, budget=budget, device=torch.device("cpu"), save=save, stop=_stop,
+              log_every=200)
     save()
 
 
 # ---------------------------------------------------------------- stage 2: latent cache
 
 def encode_dataset(workdir: str, num_videos: int, seed: int = 0, chunk: int = 64, device: str = "cpu") -> None:
-    path = os.path.join(workdir, "latents.pt")
-    if os.path.exists(path):
+    """Stage 2: `num_videos` training videos (8 frames each) encoded by the VAE, frame by frame, into
+    <workdir>/latents.pt (see `_recipe.encode_dataset`); nothing to do where it exists."""
+    if os.path.exists(os.path.join(workdir, _recipe.LATENTS)):
         return
+    device = torch.device(device)
     vae = load_vae(workdir).to(device)
     rng = np.random.default_rng([seed, 2])
-    means, stds, clip_ids = [], [], []
     index = {c: i for i, c in enumerate(data.all_clips())}
-    t0 = time.time()
-    for start in range(0, num_videos, chunk):
-        if _stop:  # nothing is saved: the cache is rebuilt from the start next time
-            return
-        n = min(chunk, num_videos - start)
-        videos, _, clips = data.sample_batch(rng, n, "train")
-        x = torch.from_numpy(videos.reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2) * 2 - 1  # [n*F, 3, H, W]
-        with torch.no_grad():
-            post = vae.encode(x.to(device)).latent_dist
-        # [n*F, C, h, w] -> [n, C, F, h, w]
-        to_video = lambda z: z.reshape(n, data.NUM_FRAMES, *z.shape[1:]).permute(0, 2, 1, 3, 4)
-        means.append(to_video(post.mean).half().cpu())
-        stds.append(to_video(post.std).half().cpu())
-        clip_ids += [index[c] for c in clips]
-        if (start // chunk) % 20 == 0:
-            print(f"encoded {start + n}/{num_videos} videos ({time.time() - t0:.0f} s)", flush=True)
-    _save({"mean": torch.cat(means), "std": torch.cat(stds), "clip": torch.tensor(clip_ids)}, path)
-    _log(workdir, stage="latents", videos=num_videos, seconds=time.time() - t0, device=str(device))
+
+    def chunks():
+        for start in range(0, num_videos, chunk):
+            videos, _, clips = data.sample_batch(rng, min(chunk, num_videos - start), "train")
+            frames = torch.from_numpy(videos.reshape(-1, 64, 64, 3)).permute(0, 3, 1, 2) * 2 - 1  # [n*F, 3, H, W]
+            yield frames, [index[c] for c in clips]
+
+    def encode(frames: torch.Tensor):
+        post = vae.encode(frames).latent_dist  # [n*F, C, h, w]
+        n = len(frames) // data.NUM_FRAMES
+        to_video = lambda z: z.reshape(n, data.NUM_FRAMES, *z.shape[1:]).permute(0, 2, 1, 3, 4)  # [n, C, F, h, w]
+        return to_video(post.mean), to_video(post.std)
+
+    _recipe.encode_dataset(workdir, chunks(), encode, num_videos, _stop, device)
 
 
 # ---------------------------------------------------------------- stage 3: text encoder + UNet
@@ -331,6 +314,46 @@ def _target(scheduler, x0, noise, t):
     return scheduler.get_velocity(x0, noise, t) if scheduler.config.prediction_type == "v_prediction" else noise
 
 
+def sample_timesteps(batch_size: int, generator: torch.Generator | None = None,
+                     num_train_timesteps: int = 1000) -> torch.Tensor:
+    """The training timesteps of a batch, as `train_unet` draws them: uniform integers in
+    [0, num_train_timesteps), on the CPU (move them where the UNet is). [batch_size], int64
+
+        >>> t = train.sample_timesteps(4, torch.Generator().manual_seed(0))
+    """
+    return torch.randint(0, num_train_timesteps, (batch_size,), generator=generator)
+
+
+def v_prediction_loss(unet, text_encoder, scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                      input_ids: torch.Tensor, weights: torch.Tensor | None = None,
+                      reduce: bool = True) -> torch.Tensor:
+    """The UNet stage's training loss, as `train_unet` computes it.
+
+    The clean latents x0 [B, C, F, h, w] (scaled by the VAE's scaling_factor) are noised to timesteps t [B]
+    with `noise` (``scheduler.add_noise``); the UNet, conditioned on the text encoder's output for
+    `input_ids` [B, 77] (`token_ids`), predicts v = sqrt(alphas_cumprod) noise - sqrt(1 - alphas_cumprod) x0
+    (``scheduler.get_velocity``; the noise itself with an epsilon scheduler). The loss is the mean squared error
+    of each sample, times the weight of its timestep, then averaged over the batch.
+
+    Args:
+        unet, text_encoder: the toy's (either UNet kind).
+        scheduler: the training schedule, `components.build_scheduler()` (DDIM's, zero terminal SNR).
+        weights: per-timestep weights [num_train_timesteps] on t's device; default the recipe's,
+            ``loss_weights(scheduler.alphas_cumprod)`` ("layout": min(SNR + 1, 5) on the clean latents).
+        reduce: False gives the weighted loss of each sample, [B].
+
+    Returns:
+        A scalar tensor (or [B]) that gradients flow through.
+    """
+    if weights is None:
+        weights = loss_weights(scheduler.alphas_cumprod, prediction_type=scheduler.config.prediction_type).to(t.device)
+    noisy = scheduler.add_noise(x0, noise, t)
+    pred = _unet_out(unet, text_encoder, noisy, t, input_ids)
+    per_sample = (pred - _target(scheduler, x0, noise, t)).pow(2).mean(dim=(1, 2, 3, 4))
+    weighted = per_sample * weights[t]
+    return weighted.mean() if reduce else weighted
+
+
 _OTHER_SHAPE = {"circle": "square", "square": "circle", "triangle": "circle"}
 
 
@@ -377,22 +400,66 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
                warm_start_from: str | None = None, eval_every: int = 1000, device: str = "cpu",
                max_minutes: float | None = None, decay_steps: int = 3000,
                channels: int = components.UNET_CHANNELS) -> None:
-    """Stage 3. `device`: where the UNet trains ("cpu", "cuda"); the random numbers are drawn on the CPU
-    either way, so a run can move between machines and go on with the same batches. `max_minutes`: stop this
-    invocation (with a checkpoint) after that many wall-clock minutes; the same command goes on later.
+    """Stage 3: `steps` UNet steps in all. `device`: where the UNet trains ("cpu", "cuda"); the random numbers are
+    drawn on the CPU either way, so a run can move between machines and go on with the same batches. `max_minutes`:
+    stop this invocation (with a checkpoint) after that many wall-clock minutes; the same command goes on later.
     `decay_steps`: the learning rate's cosine decay to zero over the last that many steps (`unet_lr`).
     `kind`, `channels`: the UNet of a new run (a resumed run keeps its checkpoint's); its sample size is the
     latent cache's."""
     unet_lr(0, steps, lr, decay_steps)  # bad values fail before any work
-    path = os.path.join(workdir, "unet.pt")
-    device = torch.device(device)
+    path, device = os.path.join(workdir, "unet.pt"), torch.device(device)
     deadline = None if max_minutes is None else time.time() + 60 * max_minutes
-    cache = {k: v.to(device) for k, v in torch.load(os.path.join(workdir, "latents.pt")).items()}
+    cache = {k: v.to(device) for k, v in torch.load(os.path.join(workdir, _recipe.LATENTS)).items()}
     vae_scale = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False)["scaling_factor"]
+    run = _unet_run(path, cache["mean"].shape[-1], seed, kind, channels, freeze_text_encoder, warm_start_from, lr,
+                    device)
+    state, unet, text_encoder, ema = run.state, run.unet, run.text_encoder, run.ema
+    state["decay_steps"] = decay_steps  # for the export's record of the recipe
+    next_batch = _unet_batches(cache, vae_scale, run.tokenizer, batch_size, p_uncond,
+                               run.scheduler.config.num_train_timesteps,
+                               torch.Generator().manual_seed(seed * 1000 + state["step"]))
+    weight = loss_weights(run.scheduler.alphas_cumprod, weighting, snr_gamma, run.scheduler.config.prediction_type)
+    weight = weight.to(device)  # [1000]
+    probe = caption_probe(cache, vae_scale, run.tokenizer, run.scheduler, device)
+
+    def step() -> torch.Tensor:
+        x0, input_ids, noise, t = (v.to(device) for v in next_batch())
+        loss = v_prediction_loss(unet, text_encoder, run.scheduler, x0, noise, t, input_ids, weight)
+        _recipe.optimizer_step(run.opt, loss, unet_lr(state["step"], steps, lr, decay_steps, state.get("rewarm_from")),
+                               clip=run.params)
+        _recipe.ema_update(run.ema_params, run.params, state["step"], ema_decay)
+        return loss.detach()  # no .item() per step: an accelerator need not wait for the CPU
+
+    def row() -> dict:
+        out = {"device": device.type, "lr": run.opt.param_groups[0]["lr"]}
+        return out | (probe(ema["unet"], ema["text_encoder"]) if state["step"] % 250 == 0 else {})
+
+    def keep_stable() -> None:  # the checkpoint from just before the decay (see stable_checkpoint_path)
+        if 0 < decay_steps < steps and state["step"] == steps - decay_steps \
+                and not os.path.exists(stable_checkpoint_path(workdir)):
+            _save_unet(stable_checkpoint_path(workdir), unet, text_encoder, ema, run.opt, state)
+
+    def evaluate() -> None:  # after the checkpoint it exports from
+        if eval_due() and not _stop:
+            _log(workdir, stage="eval", step=state["step"], cpu_minutes=state.get("cpu_seconds", 0.0) / 60,
+                 **sample_accuracy(workdir, device=device))
+
+    eval_due = lambda: bool(eval_every) and state["step"] % eval_every == 0
+    save = lambda: _save_unet(path, unet, text_encoder, ema, run.opt, state)
+    run_stage(workdir, "unet", state, step, budget=Budget(steps=steps), device=device, save=save, stop=_stop,
+              log_every=50, row=row, checkpoint_minutes=10, deadline=deadline, before_step=keep_stable,
+              checkpoint_now=eval_due, after_checkpoint=evaluate)
+    save()
+
+
+def _unet_run(path: str, latent_size: int, seed: int, kind: str, channels: int, freeze_text_encoder: bool,
+              warm_start_from: str | None, lr: float, device: torch.device) -> SimpleNamespace:
+    """The UNet stage's parts: tokenizer, text_encoder, unet, scheduler, the trained params, opt, the EMA copies
+    (ema["unet"], ema["text_encoder"]), the EMA of each trained parameter (ema_params) and the state; a new run's,
+    or those of the checkpoint at `path`."""
     tokenizer = components.build_tokenizer()
     text_encoder = components.build_text_encoder(len(tokenizer), seed)
-    ckpt = torch.load(path, weights_only=False, map_location="cpu") if os.path.exists(path) else None
-    latent_size = cache["mean"].shape[-1]
+    ckpt = _recipe.load(path)
     if ckpt is not None:
         kind, channels = _ckpt_kind(ckpt), _ckpt_channels(ckpt)
         if _ckpt_latent_size(ckpt) != latent_size:
@@ -402,7 +469,6 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     if warm_start_from and ckpt is None:
         fresh = components.warm_start(unet, _load_unet_weights(warm_start_from))
         print(f"warm start from {warm_start_from}: {len(fresh)} of {len(unet.state_dict())} tensors start fresh")
-    scheduler = components.build_scheduler()
     if freeze_text_encoder:
         # A frozen text encoder keeps its random init, whose outputs for different words stay apart
         # (left vs right: relative distance ~0.3). Trained jointly from the start, it learned to map the
@@ -415,10 +481,9 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
     ema = {"unet": copy.deepcopy(unet).requires_grad_(False), "text_encoder": copy.deepcopy(text_encoder).requires_grad_(False)}
     state = {"step": 0, "seconds": 0.0, "unet_kind": kind, "unet_channels": channels, "latent_size": latent_size}
     if ckpt is not None:
-        unet.load_state_dict(ckpt["unet"])
-        text_encoder.load_state_dict(ckpt["text_encoder"])
-        ema["unet"].load_state_dict(ckpt["ema_unet"])
-        ema["text_encoder"].load_state_dict(ckpt["ema_text_encoder"])
+        for part, key in ((unet, "unet"), (text_encoder, "text_encoder"), (ema["unet"], "ema_unet"),
+                          (ema["text_encoder"], "ema_text_encoder")):
+            part.load_state_dict(ckpt[key])
         state = {"unet_kind": kind, "unet_channels": channels, "latent_size": latent_size, **ckpt["state"]}
         if ckpt["opt"] is not None:
             opt.load_state_dict(ckpt["opt"])  # moves the moments to the parameters' device
@@ -426,80 +491,37 @@ def train_unet(workdir: str, steps: int, batch_size: int = 32, lr: float = 5e-4,
             state["rewarm_from"] = state["step"]
             state["fresh_optimizer_at"] = [*state.get("fresh_optimizer_at", []), state["step"]]
     state.setdefault("seconds_by_device", {"cpu": state["seconds"]})  # runs from before devices trained on the CPU
-    state["decay_steps"] = decay_steps  # for the export's record of the recipe
-
-    clips = data.all_clips()
-    # Token ids of every caption variant, and of "" for the unconditional branch.
-    ids = lambda texts: token_ids(tokenizer, texts)
-    caption_ids = torch.stack([ids([data.caption(c, k) for k in range(len(data.TEMPLATES))]) for c in clips])  # [60, T, 77]
-    empty_ids = ids([""])[0]
-    pred_kind = scheduler.config.prediction_type
-    weight = loss_weights(scheduler.alphas_cumprod, weighting, snr_gamma, pred_kind).to(device)  # [1000]
-
-    clip_of = cache["clip"].cpu()  # [N] clip index per cached video, for indexing on the CPU
-    probe = caption_probe(cache, vae_scale, tokenizer, scheduler, device)
-
-    gen = torch.Generator().manual_seed(seed * 1000 + state["step"])
-    last_ckpt, running = time.time(), []
-    unet.train()
-    text_encoder.train()
     # EMA of the trained parameters only: frozen ones (the text encoder's by default) equal their EMA already.
-    pairs = [(pe, p) for name, live in (("unet", unet), ("text_encoder", text_encoder))
-             for pe, p in zip(ema[name].parameters(), live.parameters()) if p.requires_grad]
-    ema_params, live_params = [pe for pe, _ in pairs], [p for _, p in pairs]
-    while state["step"] < steps and not _stop and (deadline is None or time.time() < deadline):
-        if 0 < decay_steps < steps and state["step"] == steps - decay_steps \
-                and not os.path.exists(stable_checkpoint_path(workdir)):
-            _save_unet(stable_checkpoint_path(workdir), unet, text_encoder, ema, opt, state)
-        t0, c0 = time.time(), time.process_time()
+    ema_params = [pe for name, live in (("unet", unet), ("text_encoder", text_encoder))
+                  for pe, p in zip(ema[name].parameters(), live.parameters()) if p.requires_grad]
+    return SimpleNamespace(tokenizer=tokenizer, text_encoder=text_encoder.train(), unet=unet.train(), params=params,
+                           scheduler=components.build_scheduler(), opt=opt, ema=ema, ema_params=ema_params, state=state)
+
+
+def _unet_batches(cache: dict, vae_scale: float, tokenizer, batch_size: int, p_uncond: float, timesteps: int,
+                  gen: torch.Generator):
+    """A function that gives the UNet stage's next batch, drawn from `gen` on the CPU: x0 [B, C, F, h, w] (a sample
+    of each cached video's posterior, scaled), input_ids [B, 77] (a random template of its caption, `p_uncond` of
+    them ""), noise like x0 and timesteps t [B] (`sample_timesteps`)."""
+    clip_of = cache["clip"].cpu()  # [N] clip index per cached video, for indexing on the CPU
+    ids = lambda texts: token_ids(tokenizer, texts)
+    # Token ids of every caption variant, and of "" for the unconditional branch.
+    caption_ids = torch.stack([ids([data.caption(c, k) for k in range(len(data.TEMPLATES))]) for c in data.all_clips()])
+    empty_ids = ids([""])[0]  # caption_ids: [60, T, 77]
+
+    def next_batch():
         idx = torch.randint(0, len(clip_of), (batch_size,), generator=gen)
-        on_device = idx.to(device)
+        on_device = idx.to(cache["mean"].device)
         shape = (batch_size, *cache["mean"].shape[1:])
         x0 = (cache["mean"][on_device].float()
-              + cache["std"][on_device].float() * torch.randn(shape, generator=gen).to(device)) * vae_scale
+              + cache["std"][on_device].float() * torch.randn(shape, generator=gen).to(on_device.device)) * vae_scale
         template = torch.randint(0, len(data.TEMPLATES), (batch_size,), generator=gen)
         input_ids = caption_ids[clip_of[idx], template]  # [B, 77]
-        drop = torch.rand(batch_size, generator=gen) < p_uncond
-        input_ids[drop] = empty_ids
-        input_ids = input_ids.to(device)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen).to(device)
-        noisy = scheduler.add_noise(x0, noise, t)
-        pred = _unet_out(unet, text_encoder, noisy, t, input_ids)
-        per_sample = (pred - _target(scheduler, x0, noise, t)).pow(2).mean(dim=(1, 2, 3, 4))
-        loss = (per_sample * weight[t]).mean()
-        rate = unet_lr(state["step"], steps, lr, decay_steps, state.get("rewarm_from"))
-        for g in opt.param_groups:
-            g["lr"] = rate
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        decay = min(ema_decay, (1 + state["step"]) / (10 + state["step"]))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema_params, live_params, 1 - decay)
-        state["step"] += 1
-        running.append(loss.detach())  # no .item() per step: an accelerator need not wait for the CPU
-        seconds = time.time() - t0
-        state["seconds"] += seconds
-        state["seconds_by_device"][device.type] = state["seconds_by_device"].get(device.type, 0.0) + seconds
-        if device.type == "cpu":  # "CPU-hours" of the recipe: CPU time of the steps that ran on a CPU
-            state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - c0
-        if state["step"] % 50 == 0:
-            row = {"stage": "unet", "step": state["step"], "loss": torch.stack(running).mean().item(),
-                   "minutes": state["seconds"] / 60, "cpu_minutes": state.get("cpu_seconds", 0.0) / 60,
-                   "device": device.type, "lr": rate}
-            if state["step"] % 250 == 0:
-                row.update(probe(ema["unet"], ema["text_encoder"]))
-            _log(workdir, **row)
-            running = []
-        if time.time() - last_ckpt > 600 or _stop or (eval_every and state["step"] % eval_every == 0):
-            _save_unet(path, unet, text_encoder, ema, opt, state)
-            last_ckpt = time.time()
-        if eval_every and state["step"] % eval_every == 0 and not _stop:
-            _log(workdir, stage="eval", step=state["step"], cpu_minutes=state.get("cpu_seconds", 0.0) / 60,
-                 **sample_accuracy(workdir, device=device))
-    _save_unet(path, unet, text_encoder, ema, opt, state)
+        input_ids[torch.rand(batch_size, generator=gen) < p_uncond] = empty_ids
+        noise = torch.randn(x0.shape, generator=gen)
+        return x0, input_ids, noise, sample_timesteps(batch_size, gen, timesteps)
+
+    return next_batch
 
 
 EVAL_CLIPS = slice(0, None, 5)  # every 5th of data.all_clips(): 12 captions, 1 of them held out
@@ -555,11 +577,10 @@ def _load_unet_weights(source: str) -> dict:
 
 
 def _save_unet(path, unet, text_encoder, ema, opt, state) -> None:
-    """Checkpoint on the CPU, so a run trained on a GPU goes on on a machine without one (and back)."""
-    cpu = lambda tree: {k: cpu(v) if isinstance(v, dict) else v.cpu() if torch.is_tensor(v) else v for k, v in tree.items()}
-    _save(cpu({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
-               "ema_unet": ema["unet"].state_dict(), "ema_text_encoder": ema["text_encoder"].state_dict(),
-               "opt": opt.state_dict(), "state": state}), path)
+    """The UNet stage's checkpoint (on the CPU, as `_recipe.save` writes every one)."""
+    _save({"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
+           "ema_unet": ema["unet"].state_dict(), "ema_text_encoder": ema["text_encoder"].state_dict(),
+           "opt": opt.state_dict(), "state": state}, path)
 
 
 # ---------------------------------------------------------------- export
@@ -568,7 +589,6 @@ FOREGROUND_WEIGHT = 30.0  # preview fit: weight of a latent pixel = 1 + this * i
 PREVIEW_LATENT_NOISE = 0.3  # preview fit: std of the noise added to the latents it reads (see fit_preview_factors)
 PREVIEW_SOURCE = ("fitted by t2v_nb.toy.train on the VAE's decodes of 256 training frames, weighted to the shapes, "
                   f"reading the latents with noise of std {PREVIEW_LATENT_NOISE} added")
-RECIPE_VAE_SCALE_FACTOR = 4  # a new run's VAE: 16x16 latents (the shipped model's; components.VAE_SCALE_FACTOR is 8)
 
 
 def export(workdir: str, out: str, fit_preview: bool = True) -> None:
@@ -600,8 +620,7 @@ def export(workdir: str, out: str, fit_preview: bool = True) -> None:
         "vae": ["diffusers", "AutoencoderKL"],
         "scheduler": ["diffusers", "DDIMScheduler"],
         "t2v_nb_defaults": PRESETS["toy-shapes"].sampler_defaults(),
-        "training": {"unet_steps": ckpt["state"]["step"], "unet_minutes": round(ckpt["state"]["seconds"] / 60, 1),
-                     "unet_cpu_minutes": round(ckpt["state"].get("cpu_seconds", 0.0) / 60, 1),
+        "training": {"unet_steps": ckpt["state"]["step"], **_recipe.minutes_record("unet", ckpt["state"]),
                      "vae_steps": vae_state["step"], "decoder_steps": vae_state.get("decoder", {}).get("step", 0),
                      **({"unet_decay_steps": ckpt["state"]["decay_steps"]} if "decay_steps" in ckpt["state"] else {}),
                      **({"unet_fresh_optimizer_at": ckpt["state"]["fresh_optimizer_at"]}
@@ -680,8 +699,10 @@ def init_from(workdir: str, model_dir: str) -> list[str]:
     return written
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="Budgets (--*-steps) are steps in all, "
+                                "across resumptions; --max-minutes only stops this invocation early. The log's and "
+                                "checkpoints' minutes are wall time, cpu_minutes CPU time (t2v_nb.toy._recipe).")
     p.add_argument("--workdir", default="runs/toy")
     p.add_argument("--vae-steps", type=int, default=6000, help="VAE steps (stage 1)")
     p.add_argument("--decoder-steps", type=int, default=2000, help="decoder steps on noisy latents (stage 1b)")
@@ -716,7 +737,11 @@ def main(argv=None) -> None:
                    "until 2026-12-01)")
     p.add_argument("--warm-start", metavar="DIR", help="a new run's UNet starts with the tensors of the same name "
                    "and size from this work or model directory (e.g. the spatial layers of the other kind)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
     # The UNet stage and the export build the tokenizer from the `train` extra's file: fail now, not after
     # the ~45 minutes of the VAE stages.
     components.clip_bpe_file()

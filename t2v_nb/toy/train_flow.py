@@ -18,8 +18,12 @@ opposite direction's caption minus the true caption's, at s in [0.9, 1] and at s
 ``--eval-minutes`` of training an accuracy point: WanPipeline on a fixed sample, scored by
 `t2v_nb.toy.evaluate`.
 
-Time budgets and the logged ``minutes`` are CPU time of the training steps (``time.process_time``), so a
-run on a busy shared machine trains as long as one on an idle machine, only later.
+Budgets (``--vae-minutes``, ``--transformer-minutes``, ``--eval-minutes``) are budget time: CPU time of the
+training steps on a CPU, so a run on a busy shared machine trains as long as one on an idle machine, only later;
+wall time on a GPU. The log's ``minutes`` are wall time, ``cpu_minutes`` CPU time and ``budget_minutes`` the
+budget's (`t2v_nb.toy._recipe`, whose stage loop, clocks and latent cache both recipes share; rows written before
+2026-12-05 have the budget's in ``minutes``). The training loss, for a lesson to call: `flow_loss` at noise levels
+from `sample_sigmas`.
 
     python -m t2v_nb.toy.train_flow --workdir runs/flow1 --threads 1
     python -m t2v_nb.toy.train_flow --workdir runs/flow1 --export t2v_nb/toy/weights_flow
@@ -40,9 +44,9 @@ import torch
 import torch.nn.functional as F
 
 from ..models import PRESETS
-from . import data
+from . import _recipe, data
 from . import flow_components as fc
-from ._recipe import Stop, log as _log, save as _save
+from ._recipe import Budget, Stop, log as _log, run_stage, save as _save
 
 _stop = Stop()  # set by Ctrl-C or SIGTERM (see main)
 # The preset's sampler settings, and Wan's two the export also records (text length, flow shift).
@@ -60,23 +64,6 @@ def to_model_space(vae, z: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- stage 1: VAE
-
-def _clip_crops(videos: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """A size x size crop of each clip, on the VAE's latent grid, around the shape's mean place.
-
-    [N, F, H, W, 3] -> [N, F, size, size, 3]
-    """
-    n, _, h, _, _ = videos.shape
-    out = np.empty((n, videos.shape[1], size, size, 3), np.float32)
-    for k, clip in enumerate(videos):
-        ys, xs = np.nonzero(np.abs(clip - clip[:, :1, :1]).sum(-1).max(0) > 0.2)
-        cy, cx = (ys.mean(), xs.mean()) if len(ys) else (h / 2, h / 2)
-        g = fc.SPATIAL
-        y0 = int(np.clip(g * round((cy - size / 2 + rng.integers(-8, 9)) / g), 0, h - size))
-        x0 = int(np.clip(g * round((cx - size / 2 + rng.integers(-8, 9)) / g), 0, h - size))
-        out[k] = clip[:, y0:y0 + size, x0:x0 + size]
-    return out
-
 
 def _vae_loss(vae, x: torch.Tensor, colour: torch.nn.Linear | None = None) -> torch.Tensor:
     """Reconstruction loss of clips [B, 3, F, h, w] in [-1, 1]; colour (block means, one block per latent
@@ -169,10 +156,17 @@ def _batches(make, start: int, workers: int, count: int = 10**9):
                                             prefetch_factor=4, persistent_workers=False))
 
 
-def _clock(device: torch.device):
-    """The budget clock: CPU time of the process on a CPU (a busy machine trains as long, only later), wall
-    time on a GPU (where the process's CPU time says little about the work done)."""
-    return time.perf_counter if device.type == "cuda" else time.process_time
+def _upgrade_state(state: dict) -> dict:
+    """A stage's state in `_recipe`'s keys, one meaning each. Checkpoints written before 2026-12-05 kept the
+    budget's clock in "seconds"; it becomes "budget_seconds" (and "cpu_seconds" for a run that trained on the
+    CPU only, where it was CPU time). Their wall time was not measured: "seconds" counts the steps after
+    "untimed_steps"."""
+    if "budget_seconds" not in state:
+        budget = state.pop("seconds", 0.0)
+        state.update(budget_seconds=budget, seconds=0.0, untimed_steps=state["step"])
+        if set(state.get("where", ["cpu"])) == {"cpu"}:
+            state["cpu_seconds"] = budget
+    return state
 
 
 def _vae_batch(seed: int, step: int, batch: int, whole: bool) -> torch.Tensor:
@@ -180,20 +174,25 @@ def _vae_batch(seed: int, step: int, batch: int, whole: bool) -> torch.Tensor:
     [-1, 1]; 32x32 crops around the shape, or whole 64x64 frames (half as many clips) when `whole`."""
     rng = np.random.default_rng([seed, 1, step])
     videos = data.sample_batch(rng, batch // 2 if whole else batch, "all", 5)[0]
-    return _to_clips(videos if whole else _clip_crops(videos, rng))
+    if not whole:  # around the shape's place in any frame
+        masks = np.abs(videos - videos[:, :, :1, :1]).sum(-1).max(1) > 0.2  # [N, H, W]
+        videos = _recipe.crops_around(videos, masks, rng, grid=fc.SPATIAL)
+    return _to_clips(videos)
 
 
 def train_vae(workdir: str, minutes: float, batch: int = 12, lr: float = 1e-3, seed: int = 0,
               device: str = "cpu", whole: bool = False, workers: int = 0) -> None:
-    """Stage 1. `whole`: whole frames throughout (on a GPU; on a CPU crops until the last 10% of the budget)."""
+    """Stage 1: `minutes` of budget time in all (`_recipe`: CPU time on a CPU, wall time on a GPU), the learning
+    rate 0.3x after two thirds of it. `whole`: whole frames throughout (on a GPU; on a CPU crops until the last
+    10% of the budget). `workers`: processes that render the batches ahead (`_batches`)."""
     path, device = os.path.join(workdir, "vae.pt"), torch.device(device)
     vae = fc.build_vae(seed)
     # The linear colour read-out (see _vae_loss). Runs started before it existed carry on without it.
     colour = torch.nn.Linear(vae.config.z_dim, 3)
-    state = {"step": 0, "seconds": 0.0, "done": False, "colour": True}
-    ckpt = torch.load(path, weights_only=False, map_location="cpu") if os.path.exists(path) else None
+    state = {"step": 0, "seconds": 0.0, "budget_seconds": 0.0, "done": False, "colour": True}
+    ckpt = _recipe.load(path)
     if ckpt is not None:
-        state = ckpt["state"]
+        state = _upgrade_state(ckpt["state"])
         if "colour" in ckpt:
             colour.load_state_dict(ckpt["colour"])
     with_colour = state.get("colour", False)
@@ -207,37 +206,26 @@ def train_vae(workdir: str, minutes: float, batch: int = 12, lr: float = 1e-3, s
     def save() -> None:
         _save({"model": vae.state_dict(), "opt": opt.state_dict(), "state": state,
                **({"colour": colour.state_dict()} if with_colour else {})}, path)
-    cached = os.path.exists(os.path.join(workdir, "latents.pt"))
-    if state["done"] and (cached or state["seconds"] >= minutes * 60):
+    budget, cached = Budget(minutes=minutes), os.path.exists(os.path.join(workdir, _recipe.LATENTS))
+    if state["done"] and (cached or not budget.left(state)):
         return  # a larger --vae-minutes carries a finished VAE on, but only before the latent cache exists
     state.setdefault("where", []).append(device.type)
     val = _to_clips(data.sample_batch(np.random.default_rng([seed, 99]), 4, "all", fc.NUM_FRAMES)[0])
     vae.train()
-    clock, last_ckpt, running = _clock(device), time.time(), []
     batches = _batches(lambda k: (k, _vae_batch(seed, k, batch, True)), state["step"], workers) if whole else None
-    while state["seconds"] < minutes * 60 and not _stop:
-        t0 = clock()
+
+    def step() -> float:
         if batches is not None:
             k, x = next(batches)
             assert k == state["step"]
         else:  # the last 10% on whole 64x64 frames (edges)
-            x = _vae_batch(seed, state["step"], batch, state["seconds"] > minutes * 60 * 0.9)
-        for g in opt.param_groups:
-            g["lr"] = lr if state["seconds"] < minutes * 40 else lr * 0.3
+            x = _vae_batch(seed, state["step"], batch, state["budget_seconds"] > minutes * 60 * 0.9)
         loss = _vae_loss(vae, x.to(device), colour if with_colour else None)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        state["step"] += 1
-        running.append(loss.item())
-        state["seconds"] += clock() - t0
-        if state["step"] % 100 == 0:
-            _log(workdir, stage="vae", step=state["step"], loss=float(np.mean(running)),
-                 minutes=state["seconds"] / 60, **({"psnr": vae_psnr(vae, val)} if state["step"] % 500 == 0 else {}))
-            running = []
-        if time.time() - last_ckpt > 180:
-            save()
-            last_ckpt = time.time()
+        _recipe.optimizer_step(opt, loss, lr if state["budget_seconds"] < minutes * 40 else lr * 0.3)
+        return loss.item()
+
+    run_stage(workdir, "vae", state, step, budget=budget, device=device, save=save, stop=_stop, log_every=100,
+              row=lambda: {"psnr": vae_psnr(vae, val)} if state["step"] % 500 == 0 else {})
     state["done"] = state["done"] or not _stop
     save()
     if state["done"] and not _stop:
@@ -276,32 +264,29 @@ def _cache_chunk(seed: int, k: int, chunk: int, num_videos: int):
 
 def encode_dataset(workdir: str, num_videos: int, seed: int = 0, chunk: int = 32, device: str = "cpu",
                    workers: int = 0) -> None:
-    path = os.path.join(workdir, "latents.pt")
-    if os.path.exists(path):
+    """Stage 2: `num_videos` 8-frame training videos encoded (as 9 frames, see `_padded`) into <workdir>/latents.pt
+    (`_recipe.encode_dataset`), with the per-channel mean and std of the latent means, also in latent_stats.json;
+    nothing to do where the cache exists."""
+    if os.path.exists(os.path.join(workdir, _recipe.LATENTS)):
         return
     device = torch.device(device)
     vae = load_vae(workdir).to(device)
-    means, stds, clip_ids = [], [], []
-    t0 = time.time()
-    chunks = -(-num_videos // chunk)
-    for k, (x, ids) in enumerate(_batches(lambda k: _cache_chunk(seed, k, chunk, num_videos), 0, workers, chunks)):
-        if _stop:  # nothing is saved: the cache is rebuilt from the start next time
-            return
-        with torch.no_grad():
-            post = vae.encode(_padded(x.to(device))).latent_dist  # [n, C, F + 1, h, w]
-        means.append(post.mean[:, :, :fc.NUM_FRAMES].half().cpu())  # causal: frame k's latent sees frames <= k only
-        stds.append(post.std[:, :, :fc.NUM_FRAMES].half().cpu())
-        clip_ids += ids
-        if k % 20 == 0:
-            print(f"encoded {k * chunk + len(ids)}/{num_videos} videos ({time.time() - t0:.0f} s)", flush=True)
-    mean = torch.cat(means)
-    ch_mean = mean.float().mean(dim=(0, 2, 3, 4))  # [C]
-    ch_std = mean.float().transpose(0, 1).flatten(1).std(dim=1)  # [C]
-    stats = {"latents_mean": ch_mean.tolist(), "latents_std": ch_std.tolist()}
-    with open(os.path.join(workdir, STATS), "w") as f:
-        json.dump(stats, f)
-    _save({"mean": mean, "std": torch.cat(stds), "clip": torch.tensor(clip_ids), **stats}, path)
-    _log(workdir, stage="latents", videos=num_videos, seconds=time.time() - t0, **stats)
+    chunks = _batches(lambda k: _cache_chunk(seed, k, chunk, num_videos), 0, workers, -(-num_videos // chunk))
+
+    def encode(clips: torch.Tensor):
+        post = vae.encode(_padded(clips)).latent_dist  # [n, C, F + 1, h, w]
+        # causal: frame k's latent sees frames <= k only
+        return post.mean[:, :, :fc.NUM_FRAMES], post.std[:, :, :fc.NUM_FRAMES]
+
+    def stats(mean: torch.Tensor) -> dict:
+        ch_mean = mean.float().mean(dim=(0, 2, 3, 4))  # [C]
+        ch_std = mean.float().transpose(0, 1).flatten(1).std(dim=1)  # [C]
+        return {"latents_mean": ch_mean.tolist(), "latents_std": ch_std.tolist()}
+
+    cache = _recipe.encode_dataset(workdir, chunks, encode, num_videos, _stop, device, extra=stats)
+    if cache is not None:
+        with open(os.path.join(workdir, STATS), "w") as f:
+            json.dump({k: cache[k] for k in ("latents_mean", "latents_std")}, f)
 
 
 # ---------------------------------------------------------------- stage 3: transformer
@@ -343,8 +328,33 @@ def shifted_sigmas(u: torch.Tensor, shift: float = fc.SHIFT) -> torch.Tensor:
     return shift * u / (1 + (shift - 1) * u)
 
 
-def flow_loss(model, x0, noise, s, emb) -> torch.Tensor:
-    """Rectified-flow loss: x_s = (1 - s) x0 + s noise, target v = noise - x0, timestep 1000 s."""
+def sample_sigmas(batch_size: int, generator: torch.Generator | None = None, shift: float = fc.SHIFT,
+                  device=None) -> torch.Tensor:
+    """The training noise levels of a batch, as `train_transformer` draws them: s = `shifted_sigmas` of u uniform
+    in [0, 1), on `generator`'s device (or `device`). [batch_size], float32
+
+        >>> s = train_flow.sample_sigmas(4, torch.Generator().manual_seed(0))
+    """
+    return shifted_sigmas(torch.rand(batch_size, generator=generator, device=device), shift)
+
+
+def flow_loss(model, x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    """The transformer stage's training loss (rectified flow), as `train_transformer` computes it.
+
+    x_s = (1 - s) x0 + s noise; the transformer, given x_s, the timestep 1000 s and the caption's embeddings,
+    predicts the velocity v = noise - x0, the same at every s; the loss is the mean squared error over the
+    whole batch, every noise level weighted alike.
+
+    Args:
+        model: the toy's WanTransformer3DModel.
+        x0: clean latents in model space, (z - latents_mean) / latents_std (`to_model_space`). [B, C, F, h, w]
+        noise: Gaussian noise like x0.
+        s: noise levels in [0, 1] (`sample_sigmas`). [B]
+        emb: the text encoder's embeddings as WanPipeline makes them (`text_table`). [B, L, D]
+
+    Returns:
+        A scalar tensor that gradients flow through.
+    """
     sv = s.view(-1, 1, 1, 1, 1)
     xs = (1 - sv) * x0 + sv * noise
     pred = model(xs, s * 1000, encoder_hidden_states=emb, return_dict=False)[0]
@@ -401,7 +411,7 @@ def _load_transformer_ckpt(path: str, model, ema, opt) -> dict:
     model.load_state_dict(ckpt["model"])
     ema.load_state_dict(ckpt["ema"])
     opt.load_state_dict(ckpt["opt"])
-    return ckpt["state"]
+    return _upgrade_state(ckpt["state"])
 
 
 def _lr_factor(step: int, fraction: float, warmup: int = 300, decay: float = 0.3) -> float:
@@ -419,20 +429,22 @@ def _flow_batch(mean, clip_ids, table, empty, step: int, batch_size: int, seed: 
     template = torch.randint(0, len(data.TEMPLATES), (batch_size,), generator=g, device=dev)
     emb = table[clip_ids[idx], template]
     emb[torch.rand(batch_size, generator=g, device=dev) < p_uncond] = empty
-    s = shifted_sigmas(torch.rand(batch_size, generator=g, device=dev))
+    s = sample_sigmas(batch_size, g, device=dev)
     return x0, emb, torch.randn(x0.shape, generator=g, device=dev), s
 
 
 def train_transformer(workdir: str, minutes: float, batch_size: int = 32, lr: float = 5e-4, seed: int = 0,
                       p_uncond: float = 0.1, ema_decay: float = 0.999, eval_minutes: float = 30.0,
                       device: str = "cpu") -> None:
+    """Stage 3: `minutes` of budget time in all (`_recipe`), the learning rate as `_lr_factor` says; every
+    `eval_minutes` of it an accuracy point (on a CPU only)."""
     path, device = os.path.join(workdir, "transformer.pt"), torch.device(device)
-    cache = torch.load(os.path.join(workdir, "latents.pt"))
+    cache = torch.load(os.path.join(workdir, _recipe.LATENTS))
     vae = load_vae(workdir)
     model = fc.build_transformer(seed).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    state = {"step": 0, "seconds": 0.0, "next_eval": eval_minutes * 60}
+    state = {"step": 0, "seconds": 0.0, "budget_seconds": 0.0, "next_eval": eval_minutes * 60}
     if os.path.exists(path):
         state = _load_transformer_ckpt(path, model, ema, opt)
     state.setdefault("where", []).append(device.type)
@@ -446,40 +458,28 @@ def train_transformer(workdir: str, minutes: float, batch_size: int = 32, lr: fl
     probe = Probe(mean[probe_idx].float(), [clips[int(i)] for i in cache["clip"][probe_idx]], table)
     probe.to(device)
     mean, clip_ids, table, empty = mean.to(device), cache["clip"].to(device), table.to(device), empty.to(device)
+    params, ema_params = list(model.parameters()), list(ema.parameters())
+
+    def step() -> torch.Tensor:
+        x0, emb, noise, s = _flow_batch(mean, clip_ids, table, empty, state["step"], batch_size, seed, p_uncond)
+        loss = flow_loss(model, x0, noise, s, emb)
+        _recipe.optimizer_step(opt, loss, lr * _lr_factor(state["step"], state["budget_seconds"] / (minutes * 60)),
+                               clip=params)
+        _recipe.ema_update(ema_params, params, state["step"], ema_decay)
+        return loss.detach()
+
+    def row() -> dict:
+        out = {"lr": opt.param_groups[0]["lr"]} | (probe(ema) if state["step"] % 250 == 0 else {})
+        if device.type == "cpu" and state["budget_seconds"] >= state["next_eval"]:
+            out.update(accuracy_point(pipe))
+            state["next_eval"] += eval_minutes * 60
+        return out
 
     def save() -> None:
         _save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "state": state}, path)
-    clock, last_ckpt, running = _clock(device), time.time(), []
     model.train()
-    while state["seconds"] < minutes * 60 and not _stop:
-        t0 = clock()
-        x0, emb, noise, s = _flow_batch(mean, clip_ids, table, empty, state["step"], batch_size, seed, p_uncond)
-        loss = flow_loss(model, x0, noise, s, emb)
-        for group in opt.param_groups:
-            group["lr"] = lr * _lr_factor(state["step"], state["seconds"] / (minutes * 60))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        decay = min(ema_decay, (1 + state["step"]) / (10 + state["step"]))
-        with torch.no_grad():
-            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
-        state["step"] += 1
-        running.append(loss.detach())
-        state["seconds"] += clock() - t0
-        if state["step"] % 50 == 0:
-            row = {"stage": "transformer", "step": state["step"], "loss": torch.stack(running).mean().item(),
-                   "minutes": state["seconds"] / 60, "lr": opt.param_groups[0]["lr"]}
-            if state["step"] % 250 == 0:
-                row.update(probe(ema))
-            if device.type == "cpu" and state["seconds"] >= state["next_eval"]:
-                row.update(accuracy_point(pipe))
-                state["next_eval"] += eval_minutes * 60
-            _log(workdir, **row)
-            running = []
-        if time.time() - last_ckpt > 180 or _stop:
-            save()
-            last_ckpt = time.time()
+    run_stage(workdir, "transformer", state, step, budget=Budget(minutes=minutes), device=device, save=save,
+              stop=_stop, log_every=50, row=row)
     save()
 
 
@@ -490,7 +490,7 @@ def load_pipeline(workdir: str):
     ckpt = torch.load(os.path.join(workdir, "transformer.pt"), weights_only=False, map_location="cpu")
     transformer = fc.build_transformer()
     transformer.load_state_dict(ckpt["ema"])
-    return make_pipeline(load_vae(workdir), transformer.eval()), ckpt["state"]
+    return make_pipeline(load_vae(workdir), transformer.eval()), _upgrade_state(ckpt["state"])
 
 
 def export(workdir: str, out: str) -> None:
@@ -500,13 +500,13 @@ def export(workdir: str, out: str) -> None:
     index_path = os.path.join(out, "model_index.json")
     with open(index_path) as f:
         index = json.load(f)
-    vae_state = torch.load(os.path.join(workdir, "vae.pt"), weights_only=False, map_location="cpu")["state"]
+    vae_state = _upgrade_state(_recipe.load(os.path.join(workdir, "vae.pt"))["state"])
     index["_t2v_nb"] = ("toy-shapes-flow: Wan 2.1's classes (WanTransformer3DModel, AutoencoderKLWan, UMT5), tiny, "
                         "trained with rectified flow on moving shapes")
     index["t2v_nb_defaults"] = dict(DEFAULTS, diffusers_num_frames=DEFAULTS["num_frames"] - 1)
-    index["training"] = {"transformer_steps": state["step"], "transformer_minutes": round(state["seconds"] / 60, 1),
-                         "vae_steps": vae_state["step"], "vae_minutes": round(vae_state["seconds"] / 60, 1),
-                         "minutes": "of the training steps: CPU time (all threads) on a CPU, wall time on a GPU",
+    index["training"] = {"transformer_steps": state["step"], **_recipe.minutes_record("transformer", state),
+                         "vae_steps": vae_state["step"], **_recipe.minutes_record("vae", vae_state),
+                         "minutes": _recipe.MINUTES,
                          "where": {"vae": sorted(set(vae_state.get("where", ["cpu"]))),
                                    "transformer": sorted(set(state.get("where", ["cpu"])))}}
     with open(index_path, "w") as f:
@@ -561,15 +561,12 @@ def fit_preview(vae, n: int = 48, seed: int = 7):
     weighted least squares to the VAE's own decodes: the shape's colour per latent pixel (weight 1 where
     the shape covers over half of it) against the background (weight 0.05), so the dark background,
     most of every frame, does not wash the shapes' colours out."""
-    from ..preview import LinearPreview
+    from ..preview import least_squares
 
     zm, colour, share = _preview_data(vae, n, seed)
     X = zm.permute(0, 2, 3, 4, 1).reshape(-1, zm.shape[1]).numpy()  # [P, C]
-    X1 = np.concatenate([X, np.ones((len(X), 1), np.float32)], axis=1)
-    w = np.sqrt(np.where(share.numpy() > 0.5, 1.0, 0.05))[:, None]
-    sol, *_ = np.linalg.lstsq(X1 * w, colour.numpy() * w, rcond=None)  # [C + 1, 3]
-    preview = LinearPreview(sol[:-1].astype(np.float32), sol[-1].astype(np.float32),
-                            "toy-shapes-flow VAE, fitted on model-space latents (z - latents_mean) / latents_std")
+    preview = least_squares(X, colour.numpy(), "toy-shapes-flow VAE, fitted on model-space latents (z - latents_mean) / "
+                            "latents_std", weights=np.where(share.numpy() > 0.5, 1.0, 0.05))
     check = check_preview(preview, vae)
     preview.source += f"; check on fresh videos: {json.dumps(check)}"
     return preview
@@ -610,18 +607,21 @@ def benchmark(model_dir: str, repeats: int = 5) -> float:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="Budgets (--*-minutes) are budget time in "
+                                "all, across resumptions: CPU time of the training steps on a CPU (all threads), wall "
+                                "time on a GPU. The log's minutes are wall time, cpu_minutes CPU time, budget_minutes "
+                                "the budget's (t2v_nb.toy._recipe).")
     p.add_argument("--workdir", default="runs/flow")
-    p.add_argument("--vae-minutes", type=float, default=60)
+    p.add_argument("--vae-minutes", type=float, default=60, help="VAE budget, minutes of budget time")
     p.add_argument("--vae-batch", type=int, default=12, help="5-frame clips per VAE step")
     p.add_argument("--transformer-minutes", type=float, default=120,
-                   help="total transformer training time, across resumptions")
+                   help="transformer budget, minutes of budget time across resumptions")
     p.add_argument("--num-videos", type=int, default=4000, help="videos in the latent cache")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--eval-minutes", type=float, default=8, help="training minutes between accuracy points")
+    p.add_argument("--eval-minutes", type=float, default=8, help="budget minutes between accuracy points (on a CPU)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cpu", help="cpu or cuda (budgets are then wall time, see _clock)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (budgets are then wall time)")
     p.add_argument("--vae-whole", action="store_true", help="whole frames for the whole VAE stage (a GPU's choice)")
     p.add_argument("--workers", type=int, default=0, help="processes that render training videos ahead of a GPU")
     p.add_argument("--seed", type=int, default=0)
