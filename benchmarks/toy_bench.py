@@ -2,7 +2,7 @@
 
     python benchmarks/toy_bench.py [--threads 2] [--repeats 7]
 
-toy-shapes (UNet3D, DPM-Solver++ 20 steps, the preset's guidance) against diffusers' TextToVideoSDPipeline, and
+toy-shapes (UNet3D, DPM-Solver++ at the preset's steps and guidance) against diffusers' TextToVideoSDPipeline, and
 toy-shapes-flow (WanTransformer3DModel, flow-matching Euler 20 steps, guidance 2) against WanPipeline: 8 frames
 of 64x64, text encoding and VAE decode included, record=default for t2v_nb. Interleaved rounds in rotating
 order after one warm-up each; medians with min and max. The issue's goal for the flow toy: under 1 s per
@@ -36,7 +36,7 @@ def _diffusers_pipes():
     ms.set_progress_bar_config(disable=True)
     # both guide every step (t2v_nb's preset since 2026-12-01; before, it guided only while t >= 700 but computed
     # both branches at every step all the same), so the model work per video is the same on both sides
-    out["toy-shapes"] = lambda: ms(PROMPT, num_frames=8, height=64, width=64, num_inference_steps=20,
+    out["toy-shapes"] = lambda: ms(PROMPT, num_frames=8, height=64, width=64, num_inference_steps=PRESETS["toy-shapes"].num_inference_steps,
                                    guidance_scale=PRESETS["toy-shapes"].guidance_scale,
                                    generator=torch.Generator().manual_seed(0), output_type="np")
     wan = diffusers.WanPipeline.from_pretrained(toy_model_dir("toy-shapes-flow"), local_files_only=True)

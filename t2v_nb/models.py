@@ -91,7 +91,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "toy-shapes": Preset(
         source="bundled:toy/weights", revision=None, variant=None, height=64, width=64, num_frames=8,
-        num_inference_steps=20, guidance_scale=3.0, scheduler="dpm++", fps=8.0,
+        num_inference_steps=8, guidance_scale=3.0, scheduler="dpm++", fps=8.0,
         family="modelscope",
         notes="Trained by t2v_nb's own script on moving shapes; CPU, offline. Same classes as ModelScope (UNet3DConditionModel)."),
     "toy-shapes-flow": Preset(
