@@ -590,14 +590,35 @@ def latent_channels(latents: Any, frame: int = 0) -> Figure:
     return fig
 
 
-def word_heatmaps(frames: Any, maps: Any, words: Sequence[str], alpha: float = 0.6) -> Figure:
-    """Where each word looks in each frame: attention maps upsampled (bilinear) and laid over the frames.
+_WORD_HUE = (0.8, 0.05, 0.05)  # the one colour of the word maps' overlay (a red)
 
-    `frames` [F, H, W, 3]; `maps` [n_words, F, h, w] (e.g. cross-attention to each word's token).
-    Each word's maps are scaled to 0..1 over all its frames, so frames compare within a row.
 
-    Example: `word_heatmaps(video.frames, maps, ["red", "circle"])`
+def _on_off_ratios(maps: np.ndarray, mask: Any, up: np.ndarray) -> list[float]:
+    """Each word's mean attention on `mask` over its mean off it; `mask` is on the maps' grid or the frames'."""
+    on = _np(mask).astype(bool)
+    for m in (maps, up):
+        if on.shape == m.shape[1:]:
+            return [float(w[on].mean() / max(float(w[~on].mean()), 1e-12)) if on.any() and (~on).any() else float("nan")
+                    for w in m]
+    raise _shape_error("mask", on, f"[F, h, w] = {tuple(maps.shape[1:])} (the maps' grid) or "
+                                   f"[F, H, W] = {tuple(up.shape[1:])} (the frames')", "True where the shape is.")
+
+
+def word_heatmaps(frames: Any, maps: Any, words: Sequence[str], alpha: float = 0.75, *,
+                  mask: Any = None, ratios: Sequence[float] | None = None) -> Figure:
+    """Where each word looks in each frame: attention laid over the frames, in greyscale, in one colour.
+
+    `frames` [F, H, W, 3]; `maps` [n_words, F, h, w] (e.g. cross-attention to each word's token), upsampled
+    (bilinear) to the frames. The frames are drawn in grey, the attention as one hue whose opacity grows with it,
+    on ONE scale shared by all words and frames (from the smallest to the largest value of `maps`): a word that
+    takes more attention than another is drawn stronger. `mask` (bool, [F, h, w] on the maps' grid or [F, H, W]:
+    True where the shape is) labels each row with the word's on-shape / off-shape ratio (its mean attention on
+    the mask over its mean attention off it); `ratios` gives those numbers instead (one per word).
+
+    Example: `word_heatmaps(video.frames, maps, ["red", "circle"], mask=on_shape)`
     """
+    import matplotlib.colors
+
     img, m = _images(frames), _np(maps).astype(np.float32)
     if img.ndim != 4 or img.shape[-1] != 3:
         raise _shape_error("frames", img, "[F, H, W, 3]")
@@ -605,19 +626,30 @@ def word_heatmaps(frames: Any, maps: Any, words: Sequence[str], alpha: float = 0
         raise _shape_error("maps", m, f"[n_words, F, h, w] with F = {img.shape[0]} frames")
     if len(words) != len(m):
         raise ValueError(f"Got {len(words)} words for {len(m)} maps (maps has shape {tuple(m.shape)}).")
+    if mask is not None and ratios is not None:
+        raise ValueError("Pass mask= (the ratios are computed) or ratios= (given), not both.")
     n, F, H, W = len(m), img.shape[0], img.shape[1], img.shape[2]
     up = torch.nn.functional.interpolate(torch.from_numpy(m).reshape(n * F, 1, *m.shape[2:]), size=(H, W),
                                          mode="bilinear", align_corners=False).reshape(n, F, H, W).numpy()
-    lo, hi = up.min(axis=(1, 2, 3), keepdims=True), up.max(axis=(1, 2, 3), keepdims=True)
-    up = (up - lo) / np.maximum(hi - lo, 1e-12)  # per word, to 0..1
-    fig, axes = _grid(words, [f"frame {f}" for f in range(F)], H, W, extra_w=1.6)
+    if mask is not None:
+        ratios = _on_off_ratios(m, mask, up)
+    if ratios is not None:
+        ratios = [float(r) for r in _np(ratios).reshape(-1)]
+        if len(ratios) != n:
+            raise ValueError(f"Got {len(ratios)} ratios for {n} words; pass one on/off ratio per word.")
+    labels = list(words) if ratios is None else [f"{w}\non/off {r:.2f}" for w, r in zip(words, ratios)]
+    lo, hi = float(m.min()), float(m.max())  # one scale for every word and frame
+    hue = matplotlib.colors.ListedColormap([(*_WORD_HUE, a) for a in np.linspace(0, alpha, 256)], name="word_hue")
+    grey = img @ np.array([0.299, 0.587, 0.114], np.float32)  # [F, H, W] luminance
+    grey = 0.5 + 0.5 * (grey - grey.min()) / max(float(np.ptp(grey)), 1e-12)  # light greys: the overlay reads on them
+    fig, axes = _grid(labels, [f"frame {f}" for f in range(F)], H, W, extra_w=1.6)
     for r in range(n):
         for f in range(F):
-            axes[r, f].imshow(img[f])
-            im = axes[r, f].imshow(up[r, f], cmap="turbo", alpha=alpha, vmin=0, vmax=1)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="attention (each word scaled to 0..1)")
+            axes[r, f].imshow(grey[f], cmap="gray", vmin=0, vmax=1)
+            im = axes[r, f].imshow(up[r, f], cmap=hue, vmin=lo, vmax=max(hi, lo + 1e-12))
+    fig.colorbar(im, ax=axes, shrink=0.8, label="attention to the word (one scale for all words)")
     fig.supxlabel("frame (time →)")
-    fig.supylabel("word")
+    fig.supylabel("word" + ("" if ratios is None else " · attention on the shape / off it"))
     fig.suptitle("Where each word of the prompt looks, frame by frame")
     return fig
 

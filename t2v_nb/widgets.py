@@ -42,7 +42,7 @@ from . import viz
 from .preview import StepDecoder
 from .schedulers import FLOW_SCHEDULERS, SCHEDULERS, scheduler_name
 
-__all__ = ["Studio", "VIEWS"]
+__all__ = ["Studio", "VIEWS", "first_content_token"]
 
 # What the sliders scrub through: label -> (trace name, full VAE decode?).
 VIEWS = {"x_t": ("step.latents", False), "predicted x0": ("step.pred_x0", False),
@@ -50,6 +50,49 @@ VIEWS = {"x_t": ("step.latents", False), "predicted x0": ("step.pred_x0", False)
 _ATTENTION_BUDGET = 2**29  # bytes of cross-attention maps a run may record (512 MiB)
 _STUDIOS = weakref.WeakSet()  # the studios that have started a thread (the loop or the player)
 _EXITING = threading.Event()  # set at interpreter exit: the threads end after the step in progress
+
+
+# Words that say little about what is drawn: the word map opens on the first word not among them.
+_FUNCTION_WORDS = frozenset("""a an the this that these those some one of on in at to into onto from by with
+    through over under across near and or but is are was be its his her their it they he she""".split())
+
+
+def first_content_token(tokens, special) -> int | None:
+    """Position of the first content word of a prompt in its token table (its last piece), or None.
+
+    `tokens` are the tokens the model reads and `special` says which are markers (`run.text.tokens`,
+    `run.text.special`). Pieces are joined into words by their marks (CLIP's "</w>" ends a word, T5's "▁"
+    starts one; with no marks at all, each token is a word). A word of letters or digits that is not a function
+    word ("a", "the", "of", ...) is a content word. A prompt with none gives its first word's last piece; an
+    empty prompt, None.
+
+    >>> first_content_token(["<|startoftext|>", "a</w>", "red</w>", "circle</w>", "<|endoftext|>"],
+    ...                     [True, False, False, False, True])
+    2
+    """
+    from .families.base import WORD_START, split_token
+
+    marks = [("", "start") if tok == WORD_START else split_token(tok) for tok in tokens]  # (text, "end"|"start"|"")
+    unmarked = not any(mark for (_, mark), marker in zip(marks, special) if not marker)  # then a token is a word
+    words, piece = [], []  # words as lists of (position, text)
+    for p, ((text, mark), marker) in enumerate(zip(marks, special)):
+        if marker or mark == "start" or unmarked:
+            if piece:
+                words.append(piece)
+            piece = []
+        if marker:
+            continue
+        piece.append((p, text))
+        if mark == "end":
+            words.append(piece)
+            piece = []
+    if piece:
+        words.append(piece)
+    for word in words:
+        text = "".join(t for _, t in word).lower()
+        if any(c.isalnum() for c in text) and text not in _FUNCTION_WORDS:
+            return word[-1][0]
+    return words[0][-1][0] if words else None
 
 
 class Studio:
@@ -377,13 +420,17 @@ class Studio:
         if any(n.startswith("attn.cross.") for n in run.trace.names()):
             text = run.text  # start and end markers left out; tokens shown as words
             words = [(f"{p}: {w}", p) for p, (w, special) in enumerate(zip(text.words, text.special)) if not special]
-            self._set_words(words or [("(the empty prompt has no words)", None)])
+            self._set_words(words or [("(the empty prompt has no words)", None)],
+                            first_content_token(text.tokens, text.special))
         self.plot.outputs = (_bundle(viz.latent_stats(run.trace)),)
 
-    def _set_words(self, options: list) -> None:
+    def _set_words(self, options: list, value: int | None = None) -> None:
+        """The word menu's entries, opened on `value` (a token position among them) or on the first."""
         self._has_words = options[0][1] is not None
         self.word.options = options
         self.word.index = 0  # ipywidgets 8 selects nothing when the old value was None
+        if value is not None and value in [v for _, v in options]:
+            self.word.value = value
 
     def _set_busy(self, busy: bool) -> None:
         """Settings and scrubbing are locked while the loop runs; Stop only then."""

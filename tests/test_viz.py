@@ -250,14 +250,41 @@ def test_word_heatmaps():
     maps = RNG.uniform(size=(2, 3, 4, 4)).astype(np.float32)
     for f, m in zip(both(frames), both(maps)):
         fig = check(viz.word_heatmaps(f, m, ["red", "circle"]), n_axes=2 * 3)
-    overlay = image_axes(fig)[0].images[1].get_array()
-    assert overlay.shape == (32, 32) and overlay.min() >= 0 and overlay.max() <= 1
+    grey, overlay = image_axes(fig)[0].images
+    assert grey.get_array().shape == (32, 32) and grey.get_cmap().name == "gray"  # the frame, in greyscale
+    assert overlay.get_array().shape == (32, 32)
+    colours = overlay.get_cmap()(np.linspace(0, 1, 5))  # [5, RGBA]: one hue, more opaque as attention grows
+    assert np.allclose(colours[:, :3], colours[0, :3]) and colours[0, 3] == 0 and np.all(np.diff(colours[:, 3]) > 0)
+    limits = {im.get_clim() for ax in image_axes(fig) for im in ax.images[1:]}
+    assert limits == {(float(maps.min()), float(maps.max()))}  # one scale for every word and frame
     assert image_axes(fig)[3].get_ylabel() == "circle"
     check(viz.word_heatmaps(frames[:1], maps[:1, :1], ["red"]), n_axes=1)  # F = 1, one word
     with pytest.raises(ValueError, match=r"maps has shape \(2, 2, 4, 4\)"):
         viz.word_heatmaps(frames, maps[:, :2], ["red", "circle"])
     with pytest.raises(ValueError, match="1 words for 2 maps"):
         viz.word_heatmaps(frames, maps, ["red"])
+
+
+def test_word_heatmaps_label_each_row_with_its_on_off_ratio():
+    frames = np.full((2, 32, 32, 3), 0.5, np.float32)
+    maps = np.ones((2, 2, 4, 4), np.float32)
+    mask = np.zeros((2, 4, 4), bool)
+    mask[:, 1:3, 1:3] = True  # the "shape": 4 of 16 latent pixels in each frame
+    maps[0][mask] = 3.0  # word 0 takes 3 times as much attention on the shape as off it; word 1 is even
+    fig = viz.word_heatmaps(frames, maps, ["circle", "right"], mask=mask)
+    rows = [ax.get_ylabel() for ax in image_axes(fig)[::2]]
+    assert rows == ["circle\non/off 3.00", "right\non/off 1.00"]
+    big = np.repeat(np.repeat(mask, 8, axis=1), 8, axis=2)  # the same mask on the frames' grid, [F, H, W]
+    assert image_axes(viz.word_heatmaps(frames, maps, ["circle", "right"], mask=big))[0].get_ylabel().startswith(
+        "circle\non/off 2.")  # the upsampled maps blur the edge: less than 3, more than 2
+    given = viz.word_heatmaps(frames, maps, ["circle", "right"], ratios=torch.tensor([1.5, 0.25]))
+    assert image_axes(given)[2].get_ylabel() == "right\non/off 0.25"
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 3, 3\).*\(2, 4, 4\)"):
+        viz.word_heatmaps(frames, maps, ["circle", "right"], mask=mask[:, :3, :3])
+    with pytest.raises(ValueError, match="1 ratios for 2 words"):
+        viz.word_heatmaps(frames, maps, ["circle", "right"], ratios=[1.0])
+    with pytest.raises(ValueError, match="not both"):
+        viz.word_heatmaps(frames, maps, ["circle", "right"], mask=mask, ratios=[1.0, 1.0])
 
 
 def test_temporal_attention():

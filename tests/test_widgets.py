@@ -16,7 +16,7 @@ import torch
 from conftest import loaded_toy, tiny_pipe
 
 from t2v_nb.preview import fit_linear_preview
-from t2v_nb.widgets import VIEWS, Studio
+from t2v_nb.widgets import VIEWS, Studio, first_content_token
 
 TIMEOUT = 120  # seconds; a run of the tiny model takes well under one
 
@@ -166,13 +166,34 @@ def test_word_maps_only_when_asked(previewed):
     studio.capture_attention.value = True
     run_to_end(studio)
     assert any(n.startswith("attn.cross.") for n in studio.run.trace.names())
-    assert not studio.word.disabled and studio.word.value == 1  # the first word; 0 is the start marker
     labels = [label for label, _ in studio.word.options]
     assert labels[0] == "1: r" and len(labels) == len(studio.run.text.tokens) - 2  # a character tokenizer
+    assert studio.run.text.tokens[1:4] == ["r", "e", "d</w>"]
+    assert not studio.word.disabled and studio.word.value == 3  # "red"'s last piece; 0 is the start marker
     first = png(studio.word_image)
     assert first.startswith(b"\x89PNG") and studio.word_image.layout.display == ""
-    studio.word.value = 3
+    studio.word.value = 1
     assert png(studio.word_image) != first
+
+
+@pytest.mark.parametrize("tokens, special, expected", [
+    (["<|startoftext|>", "a</w>", "red</w>", "circle</w>", "<|endoftext|>"], [1, 0, 0, 0, 1], 2),  # CLIP
+    (["<|startoftext|>", "an</w>", "astro", "naut</w>", "<|endoftext|>"], [1, 0, 0, 0, 1], 3),  # a word's last piece
+    (["\u2581a", "\u2581red", "\u2581circle", "</s>"], [0, 0, 0, 1], 1),  # T5: "\u2581" starts a word
+    (["\u2581", "a", "\u2581the", "\u2581blue", "</s>"], [0, 0, 0, 0, 1], 3),  # a lone "\u2581" starts "a"
+    (["<|startoftext|>", "a</w>", ",</w>", "the</w>", "<|endoftext|>"], [1, 0, 0, 0, 1], 1),  # none: the first
+    (["<|startoftext|>", "<|endoftext|>"], [1, 1], None),  # the empty prompt
+    (["t", "h", "e"], [0, 0, 0], 0),  # no word marks at all: each token is a word
+])
+def test_first_content_token(tokens, special, expected):
+    assert first_content_token(tokens, [bool(s) for s in special]) == expected
+
+
+def test_the_word_map_opens_on_the_first_content_word(previewed):
+    studio = Studio(previewed, "the red box", num_inference_steps=2, capture_attention=True)
+    run_to_end(studio)
+    tokens = studio.run.text.tokens
+    assert tokens[1:5] == ["t", "h", "e</w>", "r"] and studio.word.value == 6  # "the" skipped, "red" read
 
 
 def test_play_loops_the_frame_slider(previewed):
@@ -322,6 +343,7 @@ def test_the_studio_runs_the_flow_toy_to_the_end_with_no_notes():
     assert studio.frame_slider.max == 7 and all(studio.frames(view).shape[0] == 8 for view in VIEWS)
     words = [label for label, _ in studio.word.options]
     assert any("circle" in w for w in words) and not any("\u2581" in w for w in words), words
+    assert dict((v, label) for label, v in studio.word.options)[studio.word.value].endswith(": red")  # not "a"
     assert png(studio.preview).startswith(b"\x89PNG")
     assert studio.notes == [] and studio.message.value == "", studio.notes
 

@@ -27,6 +27,7 @@ is refused with a ValueError.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator
 
 import numpy as np
@@ -36,7 +37,7 @@ from .base import ATTENTION_CHUNK as _CHUNK
 from .base import Family
 from .causal import CausalFrames, decode_clip
 
-__all__ = ["WanFamily", "WanObserver", "wan21_preview", "MAX_SEQUENCE_LENGTH"]
+__all__ = ["WanFamily", "WanObserver", "wan21_preview", "rope_off", "MAX_SEQUENCE_LENGTH"]
 
 MAX_SEQUENCE_LENGTH = 512  # WanPipeline.__call__'s default max_sequence_length: L for every Wan model
 
@@ -65,6 +66,40 @@ def wan21_preview():
 
     m, b = np.asarray(_WAN21_RGB, np.float32), np.asarray(_WAN21_BIAS, np.float32)
     return LinearPreview(m / 2, b / 2 + 0.5, "ComfyUI Wan21 latent_rgb_factors (reference), on normalized latents")
+
+
+@contextlib.contextmanager
+def rope_off(transformer) -> Iterator[Any]:
+    """Inside the block, Wan's rotary embedding tells the tokens no frame position: every frame is frame 0.
+
+    `WanRotaryPosEmbed` (`transformer.rope`) returns (cos, sin), each [1, N, 1, head_dim]: its first `t_dim`
+    features turn the queries and keys of self-attention by an angle that grows with the token's frame, the
+    rest by its row and column. A forward hook on `transformer.rope` sets those first `t_dim` features to
+    cos = 1, sin = 0 (the angle of position 0), so the frame part of each head's query and key is not turned at
+    all; rows and columns keep their positions. With patches of one latent frame (Wan 2.1's (1, 2, 2)),
+    nothing else in the transformer tells frames apart, so permuting the latent frames of the input permutes
+    the output the same way. The hook is removed on exit (also after an error): the transformer is unchanged.
+
+    Example: `with rope_off(pipe.denoiser): video = pipe.generate(prompt, seed=0)`
+    """
+    rope = getattr(transformer, "rope", None)
+    t_dim = getattr(rope, "t_dim", None)
+    if not isinstance(rope, torch.nn.Module) or not isinstance(t_dim, int):
+        hint = " (for a t2v_nb pipeline, pass pipe.denoiser)" if hasattr(transformer, "denoiser") else ""
+        raise TypeError(f"rope_off needs a WanTransformer3DModel (one with a WanRotaryPosEmbed as .rope), "
+                        f"got {type(transformer).__name__}{hint}.")
+
+    def no_frame_position(module, args, output):
+        cos, sin = (x.clone() for x in output)  # each [1, N, 1, head_dim], frame features first
+        cos[..., :t_dim] = 1.0
+        sin[..., :t_dim] = 0.0
+        return cos, sin
+
+    handle = rope.register_forward_hook(no_frame_position)
+    try:
+        yield transformer
+    finally:
+        handle.remove()
 
 
 class WanFamily(CausalFrames, Family):
