@@ -84,7 +84,8 @@ def _make(pipe, prompt: str, name: str, args) -> None:
         images = torch.cat([pipe.decode_latents(x0[s].to(pipe.device)) for s in range(len(x0))])  # [S, F, H, W, 3]
     labels = [f"step {i}\nt={int(t)}" for i, t in enumerate(run.timesteps)]
     model = pipe.source.get("preset") or pipe.source.get("source")
-    fig = viz.steps_frames_grid(images, step_labels=labels, title=f"{model}: predicted clean video at each step: {prompt!r}")
+    fig = viz.steps_frames_grid(images, step_labels=labels, title=f"{model}: predicted clean video at each step: {prompt!r}",
+                                row_title="denoising step ↓")
     fig.savefig(png, dpi=80)
     page = run.to_html(name + ".html", overwrite=args.overwrite) if args.html else None
     also = f", {name}.html ({page.nbytes / 1e6:.1f} MB)" if page else ""

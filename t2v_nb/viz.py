@@ -529,12 +529,14 @@ def guidance_parts(uncond: Any, text: Any, guided: Any, preview_fn: Callable | N
 
 def steps_frames_grid(images: Any, step_labels: Sequence[str] | None = None,
                       frame_labels: Sequence[str] | None = None, title: str = "Every frame at each denoising step",
-                      max_rows: int | None = 8) -> Figure:
+                      max_rows: int | None = 8, row_title: str | None = None) -> Figure:
     """A grid of images: one row per step, one column per frame.
 
     `images` is [S, F, H, W, 3], floats in [0, 1] or uint8 (e.g. previews of `trace["step.pred_x0"]`).
     With more than `max_rows` steps, evenly spaced steps are shown (first and last included) and
-    the title says so.
+    the title says so. The rows need not be steps (seeds, clips, settings): `step_labels` names them.
+    `row_title` is the side title of the rows; by default "denoising step ↓" when the rows are the
+    unlabelled steps, and none when `step_labels` names them.
 
     Example: `steps_frames_grid(pipe.preview(run.trace["step.pred_x0"][:, 0]))`
     """
@@ -548,14 +550,17 @@ def steps_frames_grid(images: Any, step_labels: Sequence[str] | None = None,
     rows = np.arange(S)
     if max_rows is not None and S > max_rows:
         rows = np.unique(np.linspace(0, S - 1, max(max_rows, 1)).round().astype(int))
-        title = f"{title} (showing {len(rows)} of {S} steps, evenly spaced)"
+        title = f"{title} (showing {len(rows)} of {S} {'steps' if step_labels is None else 'rows'}, evenly spaced)"
     fig, axes = _grid([step_labels[s] if step_labels is not None else f"step {s}" for s in rows],
                       frame_labels if frame_labels is not None else [f"frame {f}" for f in range(F)], H, W)
     for r, s in enumerate(rows):
         for f in range(F):
             axes[r, f].imshow(_images(a[s, f]), interpolation="nearest")
     fig.supxlabel("frame (time →)")
-    fig.supylabel("denoising step ↓")
+    if row_title is None and step_labels is None:
+        row_title = "denoising step ↓"
+    if row_title:
+        fig.supylabel(row_title)
     fig.suptitle(title)
     return fig
 

@@ -226,6 +226,13 @@ def test_steps_frames_grid_has_one_image_per_step_and_frame():
     assert [ax.get_ylabel() for ax in image_axes(fig)[::2]] == ["step 0", "step 12", "step 24", "step 37", "step 49"]
     fig = viz.steps_frames_grid(images[:2, :1], step_labels=["t=900", "t=500"], frame_labels=["first"])
     assert image_axes(fig)[1].get_ylabel() == "t=500" and image_axes(fig)[0].get_title() == "first"
+    # the side title says "denoising step" only where the rows are the steps
+    assert viz.steps_frames_grid(images).get_supylabel() == "denoising step ↓"
+    assert fig.get_supylabel() == ""  # rows named by step_labels (seeds, clips, settings): no side title
+    seeds = viz.steps_frames_grid(np.zeros((12, 1, 8, 8, 3)), step_labels=[f"seed {k}" for k in range(12)],
+                                  row_title="seed ↓")
+    assert seeds.get_supylabel() == "seed ↓"
+    assert "8 of 12 rows" in seeds.get_suptitle()
     with pytest.raises(ValueError, match=r"\(4, 16, 20, 3\)"):
         viz.steps_frames_grid(images[0])
     with pytest.raises(ValueError, match="step_labels has 1 labels for 3 steps"):
