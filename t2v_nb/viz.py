@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .families.base import MARKER_NAMES as _SHORT
-from .families.base import SPECIAL_TOKEN, WORD_END, WORD_START, split_token
+from .families.base import SPECIAL_TOKEN, WORD_END, WORD_START, token_joins
 
 __all__ = [
     "token_table_html", "token_table", "embedding_norms", "token_similarity", "prompt_similarity",
@@ -71,9 +71,7 @@ def _images(x: Any) -> np.ndarray:
     return np.clip(a / 255.0 if a.dtype == np.uint8 else a.astype(np.float32), 0.0, 1.0)
 
 
-def _joins(tok: str) -> tuple[str, str]:
-    """`split_token`, with a lone T5 word start shown as a word start of nothing (as "␣")."""
-    return ("", "start") if tok == WORD_START else split_token(tok)
+_joins = token_joins  # a lone T5 word start is shown as a word start of nothing (as "␣")
 
 
 def _show_token(tok: str) -> str:

@@ -70,9 +70,9 @@ def first_content_token(tokens, special) -> int | None:
     ...                     [True, False, False, False, True])
     2
     """
-    from .families.base import WORD_START, split_token
+    from .families.base import token_joins
 
-    marks = [("", "start") if tok == WORD_START else split_token(tok) for tok in tokens]  # (text, "end"|"start"|"")
+    marks = [token_joins(tok) for tok in tokens]  # (text, "end"|"start"|"")
     unmarked = not any(mark for (_, mark), marker in zip(marks, special) if not marker)  # then a token is a word
     words, piece = [], []  # words as lists of (position, text)
     for p, ((text, mark), marker) in enumerate(zip(marks, special)):

@@ -77,6 +77,11 @@ def split_token(token: str) -> tuple[str, str]:
     return token, ""
 
 
+def token_joins(token: str) -> tuple[str, str]:
+    """`split_token`, with a lone T5 word start read as the start of a word of nothing: "▁" -> ("", "start")."""
+    return ("", "start") if token == WORD_START else split_token(token)
+
+
 # The most float32 attention scores (rows x heads x keys) an observer computes at once: bounds the extra memory
 # of measuring one layer (64 MiB), whatever the video size.
 ATTENTION_CHUNK = 2**24
