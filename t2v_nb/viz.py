@@ -516,8 +516,10 @@ def guidance_parts(uncond: Any, text: Any, guided: Any, preview_fn: Callable | N
         else:
             ax.imshow(img, interpolation="nearest")
         ax.set_title(title, fontsize=10)
-    fig.supxlabel("width (pixels)")
-    fig.supylabel("height (pixels)")
+    # A latent grid (a linear preview, or raw channels) is one cell per latent pixel, not per video pixel.
+    unit = "pixels" if as_images or panels[0].shape[0] != u.shape[-2] else "latent pixels"
+    fig.supxlabel(f"width ({unit})")
+    fig.supylabel(f"height ({unit})")
     fig.suptitle(f"Classifier-free guidance, frame {frame}{how}")
     return fig
 

@@ -199,8 +199,10 @@ def test_guidance_parts(run):
     preview = lambda z: np.clip(np.moveaxis(np.asarray(z)[..., :3, :, :, :], -4, -1) * 0.2 + 0.5, 0, 1)
     fig = check(viz.guidance_parts(u.numpy()[0], c.numpy()[0], g.numpy()[0], preview_fn=preview), n_axes=4)
     assert image_axes(fig)[0].images[0].get_array().shape == (8, 8, 3)
+    assert fig.get_supxlabel() == "width (latent pixels)"  # a preview: one cell per latent pixel
     frames = [RNG.uniform(size=(1, 16, 16, 3)) for _ in range(3)]  # images, F = 1
     fig = check(viz.guidance_parts(*frames), n_axes=4)
+    assert fig.get_supxlabel() == "width (pixels)"
     np.testing.assert_allclose(image_axes(fig)[2].images[0].get_array(),
                                np.linalg.norm(frames[1][0] - frames[0][0], axis=-1), rtol=1e-5)
     with pytest.raises(ValueError, match="frame=3 is out of range for 3 frames"):
