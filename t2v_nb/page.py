@@ -102,7 +102,7 @@ class Page:
 
     def __repr__(self) -> str:
         return (f"Page({self.title!r}, {self.nbytes / _MB:.2f} MB, decoded steps {self.decoded_steps}, "
-                f"{len(self.missing)} notes on what is missing)")
+                f"{len(self.missing)} {'note' if len(self.missing) == 1 else 'notes'} on what is missing)")
 
     def save(self, path, overwrite: bool = False) -> pathlib.Path:
         """Write the page to `path` (.html); an existing file is replaced only with overwrite=True."""

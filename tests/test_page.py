@@ -7,6 +7,7 @@ works) is in test_page_browser.py; the page's speed and sizes are reported by be
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib
 import io
 import json
@@ -79,6 +80,7 @@ def test_toy_page_is_small_and_has_every_view_at_every_step(toy_page, toy_run):
     for key in ("xt", "x0", "decoded", "guidance", "words"):
         assert sorted(map(int, views[key]["sprites"])) == list(range(20)), key
     assert toy_page.decoded_steps == list(range(20)) and toy_page.missing == []
+    assert repr(toy_page).endswith(", 0 notes on what is missing)"), repr(toy_page)
     assert views["words"]["row_labels"] == ["1: a", "2: red", "3: circle", "4: moving", "5: right"]
     assert views["guidance"]["rows"] == 4 and data["num_frames"] == 8 and data["total"] == 20
     assert [s["t"] for s in data["steps"]] == [int(t) for t in toy_run.timesteps]
@@ -138,6 +140,9 @@ def test_a_page_over_budget_drops_decoded_steps_and_says_so(toy_run):
     assert note == [f"Decoded x0 at {len(page.decoded_steps)} of 20 steps (every "
                     f"{page.decoded_steps[1] - page.decoded_steps[0]}nd step, the last included): the slider shows "
                     f"the nearest decoded step between them."]
+    assert repr(page).endswith(f", {len(page.missing)} notes on what is missing)") and len(page.missing) > 1, repr(page)
+    one = dataclasses.replace(page, missing=note)
+    assert repr(one).endswith(", 1 note on what is missing)"), repr(one)
 
 
 # ------------------------------------------------------------------------------------------ paths and errors
