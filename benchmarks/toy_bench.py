@@ -3,7 +3,7 @@
     python benchmarks/toy_bench.py [--threads 2] [--repeats 7]
 
 toy-shapes (UNet3D, DPM-Solver++ at the preset's steps and guidance) against diffusers' TextToVideoSDPipeline, and
-toy-shapes-flow (WanTransformer3DModel, flow-matching Euler 20 steps, guidance 2) against WanPipeline: 8 frames
+toy-shapes-flow (WanTransformer3DModel, flow-matching Euler at the preset's steps and guidance) against WanPipeline: 8 frames
 of 64x64, text encoding and VAE decode included, record=default for t2v_nb. Interleaved rounds in rotating
 order after one warm-up each; medians with min and max. The issue's goal for the flow toy: under 1 s per
 video on 2 CPU cores. A benchmark reports; nothing here is a test.

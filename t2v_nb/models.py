@@ -96,11 +96,11 @@ PRESETS: dict[str, Preset] = {
         notes="Trained by t2v_nb's own script on moving shapes; CPU, offline. Same classes as ModelScope (UNet3DConditionModel)."),
     "toy-shapes-flow": Preset(
         source="bundled:toy/weights_flow", revision=None, variant=None, height=64, width=64, num_frames=8,
-        num_inference_steps=20, guidance_scale=2.0, scheduler="euler", fps=8.0,
+        num_inference_steps=20, guidance_scale=1.5, scheduler="euler", fps=8.0,
         family="wan",
-        notes="The same moving-shapes task with Wan 2.1's classes (WanTransformer3DModel, AutoencoderKLWan with no "
-              "temporal compression, UMT5 encoder reading 16 tokens), trained with flow matching by t2v_nb's own "
-              "script; CPU, offline. Loads with diffusers' WanPipeline too."),
+        notes="The same moving-shapes task with Wan 2.1's classes (WanTransformer3DModel over 8x8 tokens a frame, "
+              "AutoencoderKLWan with 16x16 latents and no temporal compression, UMT5 encoder reading 16 tokens), "
+              "trained with flow matching by t2v_nb's own script; CPU, offline. Loads with diffusers' WanPipeline too."),
     "modelscope-1.7b": Preset(
         source="ali-vilab/text-to-video-ms-1.7b", revision="8227dddca75a8561bf858d604cc5dae52b954d01", variant="fp16", height=256, width=256,
         num_frames=16, num_inference_steps=25, guidance_scale=9.0, scheduler="dpm++", fps=8.0,
