@@ -13,7 +13,7 @@ import torch
 from t2v_nb.models import toy_model_dir
 from t2v_nb.toy import data, evaluate
 
-from conftest import needs_toy, preview_colour_errors
+from conftest import needs_toy, preview_colour_errors, toy_sample
 
 WEIGHTS = toy_model_dir("toy-shapes-flow")
 pytestmark = needs_toy("toy-shapes-flow")
@@ -78,9 +78,7 @@ def test_linear_preview_is_colour_true_on_the_shape(pipe):
     assert not wrong, "\n".join(wrong)
 
 
-# every third seen combination and every held-out one, seed 100 (as tests/test_toy_model.py's sample; the full
-# evaluation, `python -m t2v_nb.toy.evaluate --model toy-shapes-flow`, uses seeds 0-2 and chose no setting on seed 100)
-SAMPLE, SAMPLE_SEED = data.seen_clips()[::3] + data.held_out_clips(), 100
+SAMPLE, SAMPLE_SEED = toy_sample()
 
 
 @pytest.mark.slow

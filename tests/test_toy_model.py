@@ -12,7 +12,7 @@ import torch
 from t2v_nb.models import toy_model_dir
 from t2v_nb.toy import data, evaluate
 
-from conftest import needs_toy, preview_colour_errors
+from conftest import needs_toy, preview_colour_errors, toy_sample
 
 WEIGHTS = toy_model_dir()
 pytestmark = needs_toy("toy-shapes")
@@ -97,9 +97,7 @@ def test_diffusers_pipeline_loads_it_and_makes_the_same_video(pipe):
 on_the_sample = pytest.mark.slow
 
 
-# every third seen combination and every held-out one, seed 100 (the full evaluation, `python -m
-# t2v_nb.toy.evaluate`, uses seeds 0-2); every colour is drawn both as a circle and as a square
-SAMPLE, SAMPLE_SEED = data.seen_clips()[::3] + data.held_out_clips(), 100
+SAMPLE, SAMPLE_SEED = toy_sample()
 
 
 @pytest.fixture(scope="module")
